@@ -1,0 +1,3 @@
+"""mft_trainer: see the package README section in the repository README."""
+
+__version__ = "0.1.0"
