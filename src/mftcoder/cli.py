@@ -1,0 +1,103 @@
+"""`mft`: run a whole pipeline (`mft run`) and show where each stage stands (`mft status`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mftcoder.pipeline import PipelineError, load_pipeline
+from mftcoder.runner import StageFailed, dry_run, load_summary, plan
+from mftcoder.runner import run as run_pipeline
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+PipelineArg = Annotated[Path, typer.Argument(help="the pipeline YAML (see pipelines/)")]
+WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="override the pipeline's workdir")]
+
+
+@app.command("run")
+def run_command(
+    pipeline_file: PipelineArg,
+    from_stage: Annotated[str | None, typer.Option("--from", help="rerun this stage and every later one")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun every stage")] = False,
+    dry_run_: Annotated[bool, typer.Option("--dry-run", help="validate every stage's config; run nothing")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Run the stages in order, skipping those whose config and inputs have not changed."""
+    try:
+        pipeline = load_pipeline(pipeline_file, workdir)
+        if dry_run_:
+            dry_run(pipeline)
+            return
+        summary = run_pipeline(pipeline, force=force, from_stage=from_stage)
+    except (PipelineError, StageFailed) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    print_summary(summary)
+
+
+@app.command("status")
+def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None) -> None:
+    """Show each stage: done, stale (and why), failed, or not run."""
+    try:
+        pipeline = load_pipeline(pipeline_file, workdir)
+        plans = plan(pipeline)
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{pipeline.name} ({pipeline.workdir})")
+    for column in ("stage", "tool", "state", "why", "last duration", "output"):
+        table.add_column(column)
+    colours = {"done": "green", "stale": "yellow", "failed": "red", "not run": "dim"}
+    for item in plans:
+        duration = f"{item.record.duration:.1f} s" if item.record and item.record.finished else ""
+        table.add_row(
+            item.stage.name, item.stage.tool, f"[{colours[item.state]}]{item.state}[/]",
+            "; ".join(item.reasons), duration, str(item.output),
+        )
+    console.print(table)
+    summary = load_summary(pipeline)
+    if summary:
+        print_metrics(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"pipeline {summary['pipeline']}")
+    for column in ("stage", "tool", "status", "duration", "output"):
+        table.add_column(column)
+    for stage in summary["stages"]:
+        table.add_row(stage["stage"], stage["tool"], stage["status"], f"{stage['duration_s']:.1f} s", stage["output"])
+    console.print(table)
+    print_metrics(summary)
+
+
+def print_metrics(summary: dict[str, Any]) -> None:
+    metrics: dict[str, dict[str, float]] = summary.get("metrics", {})
+    if metrics:
+        names = sorted({name for values in metrics.values() for name in values})
+        table = Table(title="metrics by task")
+        table.add_column("task")
+        for name in names:
+            table.add_column(name, justify="right")
+        for task, values in metrics.items():
+            table.add_row(task, *(f"{values[n]:.4f}" if n in values else "" for n in names))
+        console.print(table)
+    train_time = sum(s["duration_s"] for s in summary["stages"] if s["tool"] == "train")
+    console.print(f"training time (all train stages, as last run): {train_time:.1f} s")
+    if summary.get("plots"):
+        console.print("plots:\n  " + "\n  ".join(summary["plots"]))
+    console.print(f"summary: {Path(summary['workdir']) / 'pipeline_summary.json'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
