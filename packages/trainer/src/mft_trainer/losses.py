@@ -1,0 +1,549 @@
+"""Multi-task losses formed over a whole optimizer step, not per micro-batch.
+
+Two entry points:
+
+* :func:`multitask_loss` -- the pure combination: given every supervised token of one optimizer step (1-D tensors),
+  return the step loss of a mode and the per-task token-mean losses. Users can call it directly.
+* :class:`StepLoss` -- the same loss cut into micro-batches for gradient accumulation and data parallelism. The loop
+  calls ``begin_step`` with all micro-batches of the step (only their targets/task ids/sample ids are read), then one
+  ``micro_loss`` per micro-batch, each followed by its own backward. Global denominators (token counts, sample counts,
+  tasks present, summed over all micro-batches of all ranks with ``torch.distributed.all_reduce``) are fixed in
+  ``begin_step``, so the SUM of the micro-batch losses over all micro-batches of all ranks equals
+  ``multitask_loss`` over the whole step, and so does the sum of their gradients.
+
+Notation (REFERENCE.md section 3): token ``t`` has loss ``l_t`` (cross-entropy, so its probability is
+``p_t = exp(-l_t)``), mask ``m_t`` (1 when supervised), task ``k(t)`` and sample ``s(t)``. Over the step:
+``n_k`` supervised tokens of task ``k``; ``n_s`` supervised tokens of sample ``s``; ``M_k`` samples of task ``k``;
+``N`` supervised tokens; ``S`` samples; ``K+`` the tasks present; ``w_k`` static (or balancer) task weights and
+``W = sum_{k in K+} w_k``. A *sample* is identified by its ``sample_ids`` value (unique in the tokenized split), so the
+segments of a packed row are separate samples and each is balanced under its own task.
+
+MFTCoder normalised every balanced loss inside one micro-batch on one rank, over the tasks present in it: task
+weights did nothing when a micro-batch held one task, and every micro-batch counted equally whatever its size. Here
+nothing depends on how the step is split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+
+IGNORE_INDEX = -100
+
+CombineMode = Literal["token", "sample", "task", "task_sample", "focal_sample", "focal_task"]
+COMBINE_MODES: tuple[str, ...] = ("token", "sample", "task", "task_sample", "focal_sample", "focal_task")
+_TASK_MODES = ("task", "task_sample", "focal_sample", "focal_task")
+_SAMPLE_MODES = ("sample", "task_sample", "focal_sample", "focal_task")
+# (1 - p)^gamma has an infinite derivative at p = 1 when gamma < 1; this floor keeps it finite and changes the value
+# by less than float32 resolution.
+_FOCAL_FLOOR = 1e-12
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in COMBINE_MODES:
+        raise ValueError(f"loss mode {mode!r} is not one of {', '.join(COMBINE_MODES)}")
+
+
+def _task_vector(
+    values: torch.Tensor | Sequence[float] | None, num_tasks: int, name: str, device: torch.device
+) -> torch.Tensor:
+    """A float64 vector of one value per task (ones when ``values`` is None), validated."""
+    if values is None:
+        return torch.ones(num_tasks, dtype=torch.float64, device=device)
+    vec = torch.as_tensor(values, dtype=torch.float64).detach().to(device).reshape(-1)
+    if vec.numel() != num_tasks:
+        raise ValueError(f"{name} has {vec.numel()} values, expected one per task ({num_tasks})")
+    if not torch.isfinite(vec).all() or (vec < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got {vec.tolist()}")
+    return vec
+
+
+def focal_token_loss(token_loss: torch.Tensor, alpha_per_token: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-token focal loss ``-alpha (1 - p)^gamma log p = alpha (1 - exp(-l))^gamma l`` (paper Eq. 2's summand)."""
+    if gamma == 0.0:
+        return alpha_per_token * token_loss
+    one_minus_p = (-torch.expm1(-token_loss)).clamp_min(_FOCAL_FLOOR)
+    return alpha_per_token * one_minus_p.pow(gamma) * token_loss
+
+
+def focal_task_terms(prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Paper Eq. 3's per-task term ``-alpha_k (1 - P_k)^gamma log P_k`` for task mean probabilities ``P_k``."""
+    prob = prob.clamp(min=_FOCAL_FLOOR, max=1.0)
+    term = -alpha * torch.log(prob)
+    if gamma != 0.0:
+        term = term * (1.0 - prob).clamp_min(_FOCAL_FLOOR).pow(gamma)
+    return term
+
+
+def focal_task_grad(prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
+    """d/dP of :func:`focal_task_terms`: ``-alpha [(1-P)^g / P - g (1-P)^(g-1) log P]``."""
+    prob = prob.clamp(min=_FOCAL_FLOOR, max=1.0)
+    grad = (1.0 / prob).clone()
+    if gamma != 0.0:
+        one_minus = (1.0 - prob).clamp_min(_FOCAL_FLOOR)
+        grad = one_minus.pow(gamma) / prob - gamma * one_minus.pow(gamma - 1.0) * torch.log(prob)
+    return -alpha * grad
+
+
+def multitask_loss(
+    token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    task_ids: torch.Tensor,
+    sample_ids: torch.Tensor,
+    mode: str,
+    num_tasks: int,
+    task_weights: torch.Tensor | Sequence[float] | None = None,
+    alpha: torch.Tensor | Sequence[float] | None = None,
+    gamma: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine the per-token losses of one whole optimizer step into its multi-task loss.
+
+    Args:
+        token_loss: 1-D float, per-token cross-entropy ``l_t`` (``p_t = exp(-l_t)``), with gradient.
+        mask: 1-D, nonzero where the token is supervised.
+        task_ids: 1-D int, task index per token (``-1`` on padding).
+        sample_ids: 1-D int, global sample index per token (``-1`` on padding).
+        mode: one of ``token``, ``sample``, ``task``, ``task_sample``, ``focal_sample``, ``focal_task``.
+        num_tasks: ``K``, the number of tasks of the dataset.
+        task_weights: 1-D, ``w_k`` per task (ones if None); used by the task-balanced modes only.
+        alpha: 1-D, focal ``alpha_k`` per task (ones if None); focal modes only.
+        gamma: focal exponent (focal modes only; 0 makes ``focal_sample`` equal to ``task_sample``).
+
+    Returns:
+        ``(loss, per_task)``: ``loss`` a scalar with gradient; ``per_task`` a detached float ``[K]`` of each task's
+        token-mean loss ``sum_{t in k} l_t / n_k`` (NaN for a task absent from the step).
+
+    The modes (sums run over supervised tokens only; ``K+``, ``W`` as in the module docstring)::
+
+        token         L = (1/N) sum_t l_t
+        sample        L = (1/S) sum_s (1/n_s) sum_{t in s} l_t
+        task          L = sum_{k in K+} (w_k/W) (1/n_k) sum_{t in k} l_t                      (MFTCoder Eq. 1)
+        task_sample   L = sum_{k in K+} (w_k/W) (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} l_t
+        focal_sample  L = sum_{k in K+} (w_k/W) (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} alpha_k (1-p_t)^gamma l_t
+                                                                                              (paper Eq. 2)
+        focal_task    P_k = (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} p_t
+                      L = sum_{k in K+} (w_k/W) [-alpha_k (1-P_k)^gamma log P_k]              (paper Eq. 3)
+
+    With ``w_k = 1`` the factor ``w_k/W`` is the papers' ``1/N`` over the tasks present. A step with no supervised
+    token gives a zero loss that still carries the graph.
+    """
+    _check_mode(mode)
+    if not (token_loss.dim() == mask.dim() == task_ids.dim() == sample_ids.dim() == 1):
+        raise ValueError(
+            "multitask_loss takes 1-D tensors over every token of the step; flatten [B, L] first"
+        )
+    if not (token_loss.shape == mask.shape == task_ids.shape == sample_ids.shape):
+        raise ValueError(
+            f"shape mismatch: token_loss {tuple(token_loss.shape)}, mask {tuple(mask.shape)}, "
+            f"task_ids {tuple(task_ids.shape)}, sample_ids {tuple(sample_ids.shape)}"
+        )
+    device = token_loss.device
+    weights = _task_vector(task_weights, num_tasks, "task_weights", device)
+    alphas = _task_vector(alpha, num_tasks, "alpha", device)
+    if mode not in _TASK_MODES and task_weights is not None:
+        raise ValueError(
+            f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in mode {mode!r}"
+        )
+
+    supervised = mask.bool()
+    tasks = task_ids[supervised].long()
+    if tasks.numel() and (tasks.min() < 0 or tasks.max() >= num_tasks):
+        raise ValueError(
+            f"supervised tokens must have task ids in [0, {num_tasks}), got {tasks.unique().tolist()}"
+        )
+    losses = token_loss[supervised]
+    acc_dtype = torch.float64 if token_loss.dtype == torch.float64 else torch.float32
+    n_task = torch.bincount(tasks, minlength=num_tasks).to(acc_dtype)
+    sum_task = torch.zeros(num_tasks, dtype=acc_dtype, device=device).index_add(
+        0, tasks, losses.detach().to(acc_dtype)
+    )
+    per_task = torch.where(n_task > 0, sum_task / n_task.clamp_min(1), torch.full_like(sum_task, math.nan))
+
+    if losses.numel() == 0:
+        return token_loss.sum() * 0.0, per_task
+    if mode == "token":
+        return losses.sum() / losses.numel(), per_task
+
+    present = n_task > 0
+    task_share = torch.where(present, weights, torch.zeros_like(weights)).to(acc_dtype)
+    if mode in _TASK_MODES:
+        if task_share.sum() <= 0:
+            raise ValueError("task weights of the tasks present in the step sum to 0")
+        task_share = task_share / task_share.sum()
+
+    if mode == "task":
+        task_means = sum_task.new_zeros(num_tasks).index_add(
+            0, tasks, losses.to(acc_dtype)
+        ) / n_task.clamp_min(1)
+        return (task_share * task_means).sum().to(token_loss.dtype), per_task
+
+    # Sample-level modes: a sample is a distinct sample id.
+    _, inverse = torch.unique(sample_ids[supervised], return_inverse=True)
+    num_samples = int(inverse.max()) + 1
+    n_sample = torch.bincount(inverse, minlength=num_samples).to(acc_dtype)
+    sample_task = torch.zeros(num_samples, dtype=torch.long, device=device).scatter(0, inverse, tasks)
+    if mode == "focal_task":
+        values = torch.exp(-losses)
+    elif mode == "focal_sample":
+        values = focal_token_loss(losses, alphas.to(losses.dtype)[tasks], gamma)
+    else:
+        values = losses
+    sample_means = (
+        values.new_zeros(num_samples, dtype=acc_dtype).index_add(0, inverse, values.to(acc_dtype)) / n_sample
+    )
+    if mode == "sample":
+        return sample_means.mean().to(token_loss.dtype), per_task
+
+    m_task = torch.bincount(sample_task, minlength=num_tasks).to(acc_dtype)
+    task_means = sample_means.new_zeros(num_tasks).index_add(0, sample_task, sample_means) / m_task.clamp_min(
+        1
+    )
+    if mode == "focal_task":
+        terms = focal_task_terms(task_means, alphas.to(acc_dtype), gamma)
+        terms = torch.where(present, terms, torch.zeros_like(terms))
+        return (task_share * terms).sum().to(token_loss.dtype), per_task
+    return (task_share * task_means).sum().to(token_loss.dtype), per_task
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Micro-batch form
+
+
+@dataclass
+class StepLossResult:
+    """What one optimizer step's loss was, globally (all micro-batches, all ranks).
+
+    ``per_task_loss`` is each task's token-mean cross-entropy (NaN for an absent task), ``per_task_tokens`` the
+    supervised token counts, ``task_weights`` the normalised weights ``w_k/W`` actually applied (zeros for absent
+    tasks; for ``token``/``sample`` modes each task's share of the tokens/samples).
+    """
+
+    loss: float
+    per_task_loss: torch.Tensor
+    per_task_tokens: torch.Tensor
+    per_task_samples: torch.Tensor
+    task_weights: torch.Tensor
+    tokens: int
+
+
+def _is_distributed(group: dist.ProcessGroup | None) -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def _comm_device(group: dist.ProcessGroup | None, fallback: torch.device) -> torch.device:
+    """NCCL reduces CUDA tensors only; every other backend (gloo) reduces CPU tensors."""
+    if _is_distributed(group) and dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return fallback if fallback.type == "cpu" else torch.device("cpu")
+
+
+class StepLoss:
+    """A multi-task loss split into micro-batches whose gradients add up to the whole step's gradient.
+
+    Protocol (one optimizer step)::
+
+        step_loss.begin_step(micro_batches)   # global counts: all micro-batches of this rank, all-reduced over ranks
+        if step_loss.needs_probe:             # focal_task only
+            with torch.no_grad():
+                for mb in micro_batches: step_loss.probe(token_losses(mb), mb)
+            step_loss.finish_probe()
+        for mb in micro_batches:
+            loss = step_loss.micro_loss(token_losses(mb), mb)
+            loss.backward()                   # the loop rescales if its backend averages over ranks
+        result = step_loss.end_step()
+
+    Why the sum of micro-batch gradients is exact. Every mode except ``focal_task`` is LINEAR in per-token values
+    ``x_t`` (``x_t = l_t``, or the focal ``alpha_k (1-p_t)^gamma l_t``): ``L = sum_t c_t x_t`` where the coefficient
+    ``c_t`` depends only on global COUNTS, never on losses::
+
+        token         c_t = 1/N
+        sample        c_t = 1/(S n_s)
+        task          c_t = (w_k/W) / n_k
+        task_sample   c_t = (w_k/W) / (M_k n_s)       (focal_sample: the same c_t on the focal x_t)
+
+    ``begin_step`` all-reduces those counts (sample counts by all-gathering the (sample id, tokens, task) table, so a
+    sample id seen on two ranks is still one sample, exactly as in :func:`multitask_loss`), and each micro-batch
+    returns ``sum_{t in mb} c_t x_t``. Sum over micro-batches and ranks = ``L``; by linearity the gradients add up too.
+
+    ``focal_task`` is not linear: ``L = sum_k (w_k/W) f_k(P_k)`` with ``P_k = sum_{t in k} c'_t p_t``,
+    ``c'_t = 1/(M_k n_s)``. Its gradient is ``dL/dtheta = sum_t (w_k/W) f_k'(P_k) c'_t dp_t/dtheta``: linear in
+    ``p_t`` once the global ``P_k`` is known. The probe pass (no grad) accumulates ``P_k``; ``finish_probe``
+    all-reduces it; then each micro-batch returns ``sum_t g_k c'_t (p_t - stopgrad(p_t)) + L n_mb / N`` with
+    ``g_k = (w_k/W) f_k'(P_k)``: the first term carries the exact gradient and is 0 in value, the second spreads
+    the value of ``L`` over micro-batches by token share. With dropout active, the probe and gradient passes see
+    different dropout masks unless the loop replays the RNG; then the gradient is that of the probe's ``P_k``.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        num_tasks: int,
+        task_weights: torch.Tensor | Sequence[float] | None = None,
+        alpha: torch.Tensor | Sequence[float] | None = None,
+        gamma: float = 0.0,
+        process_group: dist.ProcessGroup | None = None,
+    ) -> None:
+        _check_mode(mode)
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        if mode not in _TASK_MODES and task_weights is not None:
+            raise ValueError(
+                f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in mode {mode!r}"
+            )
+        self.mode = mode
+        self.num_tasks = num_tasks
+        self.gamma = float(gamma)
+        self.process_group = process_group
+        self._cpu = torch.device("cpu")
+        self.task_weights = _task_vector(task_weights, num_tasks, "task_weights", self._cpu)
+        self.alpha = _task_vector(alpha, num_tasks, "alpha", self._cpu)
+        self._in_step = False
+
+    # ---- configuration between steps -------------------------------------------------------------------------------
+    def set_task_weights(self, task_weights: torch.Tensor | Sequence[float] | None) -> None:
+        """Replace the task weights (a balancer calls this between optimizer steps)."""
+        if self._in_step:
+            raise RuntimeError("task weights cannot change inside an optimizer step")
+        if self.mode not in _TASK_MODES and task_weights is not None:
+            raise ValueError(
+                f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in {self.mode!r}"
+            )
+        self.task_weights = _task_vector(task_weights, self.num_tasks, "task_weights", self._cpu)
+
+    @property
+    def needs_probe(self) -> bool:
+        """True when the step needs a no-grad probe pass before the gradient pass (``focal_task``)."""
+        return self.mode == "focal_task"
+
+    # ---- step protocol ---------------------------------------------------------------------------------------------
+    def begin_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Count supervised tokens (and samples) of the step over all micro-batches of all ranks."""
+        if not micro_batches:
+            raise ValueError("begin_step needs the micro-batches of the step (got none)")
+        first = micro_batches[0]["targets"]
+        comm = _comm_device(self.process_group, first.device)
+        tasks_all, samples_all = [], []
+        for i, mb in enumerate(micro_batches):
+            for key in ("targets", "task_ids", "sample_ids"):
+                if key not in mb:
+                    raise KeyError(f"micro-batch {i} has no {key!r} (see the micro-batch contract)")
+            supervised = mb["targets"] != IGNORE_INDEX
+            tasks_all.append(mb["task_ids"][supervised].reshape(-1).to(comm, torch.long))
+            samples_all.append(mb["sample_ids"][supervised].reshape(-1).to(comm, torch.long))
+        tasks = torch.cat(tasks_all)
+        samples = torch.cat(samples_all)
+        K = self.num_tasks
+        if self.mode != "token" and tasks.numel() and (tasks.min() < 0 or tasks.max() >= K):
+            raise ValueError(
+                f"supervised tokens must have task ids in [0, {K}), got {tasks.unique().tolist()}"
+            )
+
+        in_range = (tasks >= 0) & (tasks < K)
+        counts = torch.zeros(1 + K, dtype=torch.float64, device=comm)
+        counts[0] = tasks.numel()
+        counts[1:] = torch.bincount(tasks[in_range], minlength=K).to(torch.float64)
+        if _is_distributed(self.process_group):
+            dist.all_reduce(counts, group=self.process_group)
+        self._tokens = counts[0].item()
+        n_task = counts[1:].cpu()
+        self._n_task = n_task
+
+        weights = torch.where(n_task > 0, self.task_weights, torch.zeros_like(self.task_weights))
+        if self.mode in _TASK_MODES and self._tokens > 0:
+            if weights.sum() <= 0:
+                raise ValueError("task weights of the tasks present in the step sum to 0")
+            weights = weights / weights.sum()
+        self._share = weights  # w_k / W over tasks present (task modes)
+
+        self._sample_ids = None
+        self._m_task = torch.zeros(K, dtype=torch.float64)
+        if self.mode in _SAMPLE_MODES:
+            ids, n_sample, sample_task = self._global_sample_table(samples, tasks, comm)
+            self._sample_ids = ids  # sorted, CPU
+            self._n_sample = n_sample
+            self._m_task = (
+                torch.bincount(sample_task, minlength=K).to(torch.float64) if ids.numel() else self._m_task
+            )
+            self._num_samples = ids.numel()
+
+        # Per-task factor so that c_t = factor[k] (token, task) or factor[k] / n_s (sample modes).
+        if self.mode == "token":
+            factor = torch.full((K,), 1.0 / max(self._tokens, 1.0), dtype=torch.float64)
+        elif self.mode == "task":
+            factor = self._share / n_task.clamp_min(1)
+        elif self.mode == "sample":
+            factor = torch.full((K,), 1.0 / max(self._num_samples, 1), dtype=torch.float64)
+        else:  # task_sample, focal_sample, focal_task (c'_t)
+            factor = torch.where(
+                self._m_task > 0, 1.0 / self._m_task.clamp_min(1), torch.zeros_like(self._m_task)
+            )
+            if self.mode != "focal_task":
+                factor = self._share * factor
+        self._factor = factor
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+        self._sum_task = torch.zeros(K, dtype=torch.float64, device=comm)
+        self._value = torch.zeros(1, dtype=torch.float64, device=comm)
+        self._prob = torch.zeros(K, dtype=torch.float64, device=comm)
+        self._probe_done = False
+        self._comm = comm
+        self._in_step = True
+
+    def _global_sample_table(
+        self, samples: torch.Tensor, tasks: torch.Tensor, comm: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sorted unique sample ids of the step over all ranks, their supervised token counts and tasks."""
+        if samples.numel() and samples.min() < 0:
+            raise ValueError(
+                "a supervised token has sample id -1; sample-level modes need a sample id per token"
+            )
+        ids, inverse = torch.unique(samples, return_inverse=True)
+        n = torch.bincount(inverse, minlength=ids.numel())
+        task = torch.zeros(ids.numel(), dtype=torch.long, device=comm).scatter(0, inverse, tasks)
+        table = (
+            torch.stack([ids, n, task], dim=1)
+            if ids.numel()
+            else torch.zeros(0, 3, dtype=torch.long, device=comm)
+        )
+        if _is_distributed(self.process_group):
+            # Ranks hold different numbers of samples: gather sizes, pad to the largest, gather, merge by id.
+            world = dist.get_world_size(self.process_group)
+            size = torch.tensor([table.shape[0]], dtype=torch.long, device=comm)
+            sizes = [torch.zeros_like(size) for _ in range(world)]
+            dist.all_gather(sizes, size, group=self.process_group)
+            longest = int(max(s.item() for s in sizes))
+            padded = torch.zeros(longest, 3, dtype=torch.long, device=comm)
+            padded[: table.shape[0]] = table
+            gathered = [torch.zeros_like(padded) for _ in range(world)]
+            dist.all_gather(gathered, padded, group=self.process_group)
+            table = torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes, strict=True)])
+            ids, inverse = torch.unique(table[:, 0], return_inverse=True)
+            n = torch.zeros(ids.numel(), dtype=torch.long, device=comm).index_add(0, inverse, table[:, 1])
+            task = torch.zeros(ids.numel(), dtype=torch.long, device=comm).scatter(0, inverse, table[:, 2])
+        return ids.cpu(), n.cpu().to(torch.float64), task.cpu()
+
+    def _coefficients(
+        self, mb: dict[str, torch.Tensor], like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token ``c_t`` (0 where unsupervised) and clamped task ids for one micro-batch, shaped like the batch."""
+        key = (like.device, like.dtype)
+        if key not in self._tables:
+            tabs = [self._factor.to(like.device, like.dtype)]
+            if self._sample_ids is not None:
+                tabs += [self._sample_ids.to(like.device), self._n_sample.to(like.device, like.dtype)]
+            self._tables[key] = tuple(tabs)
+        tabs = self._tables[key]
+        supervised = mb["targets"].to(like.device) != IGNORE_INDEX
+        tasks = mb["task_ids"].to(like.device).long()
+        if self.mode == "token":
+            tasks = tasks.clamp(0, self.num_tasks - 1)  # token mode tolerates missing task ids
+        safe_tasks = torch.where(supervised, tasks, torch.zeros_like(tasks))
+        coef = tabs[0][safe_tasks]
+        if self._sample_ids is not None:
+            ids, n_sample = tabs[1], tabs[2]
+            samples = mb["sample_ids"].to(like.device).long()
+            pos = torch.searchsorted(ids, samples).clamp_max(max(ids.numel() - 1, 0))
+            if ids.numel() == 0 or not torch.equal(ids[pos][supervised], samples[supervised]):
+                raise ValueError(
+                    "micro-batch holds a sample that begin_step did not see; pass the same micro-batches"
+                )
+            coef = coef / n_sample[pos]
+        coef = torch.where(supervised, coef, torch.zeros_like(coef))
+        return coef, safe_tasks
+
+    def _check_in_step(self, token_loss: torch.Tensor, mb: dict[str, torch.Tensor]) -> None:
+        if not self._in_step:
+            raise RuntimeError("call begin_step(micro_batches) before probe/micro_loss")
+        if token_loss.shape != mb["targets"].shape:
+            raise ValueError(
+                f"token_loss shape {tuple(token_loss.shape)} != targets {tuple(mb['targets'].shape)}"
+            )
+
+    def probe(self, token_loss: torch.Tensor, mb: dict[str, torch.Tensor]) -> None:
+        """Accumulate this micro-batch's share of ``P_k`` (focal_task); call under ``torch.no_grad()``."""
+        self._check_in_step(token_loss, mb)
+        if not self.needs_probe:
+            raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
+        coef, tasks = self._coefficients(mb, token_loss.detach())
+        contrib = (coef * torch.exp(-token_loss.detach())).reshape(-1).to(self._comm, torch.float64)
+        self._prob.index_add_(0, tasks.reshape(-1).to(self._comm), contrib)
+
+    def finish_probe(self) -> None:
+        """All-reduce ``P_k`` over ranks and fix the focal_task gradient factors ``g_k`` and the loss value."""
+        if not self.needs_probe:
+            raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
+        if _is_distributed(self.process_group):
+            dist.all_reduce(self._prob, group=self.process_group)
+        prob = self._prob.cpu()
+        present = self._n_task > 0
+        terms = torch.where(present, focal_task_terms(prob, self.alpha, self.gamma), torch.zeros_like(prob))
+        self._focal_value = float((self._share * terms).sum())
+        self._grad_factor = torch.where(
+            present, self._share * focal_task_grad(prob, self.alpha, self.gamma), torch.zeros_like(prob)
+        )
+        self._probe_prob = torch.where(present, prob, torch.full_like(prob, math.nan))
+        self._tables = {}
+        self._probe_done = True
+
+    def micro_loss(self, token_loss: torch.Tensor, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        """This micro-batch's share of the step loss: a scalar with gradient.
+
+        The sum of these values (and of their gradients) over all micro-batches of all ranks is the step loss of
+        :func:`multitask_loss` over the concatenated step (and its gradient).
+        """
+        self._check_in_step(token_loss, mb)
+        coef, tasks = self._coefficients(mb, token_loss)
+        supervised = mb["targets"].to(token_loss.device) != IGNORE_INDEX
+        masked = torch.where(supervised, token_loss, torch.zeros_like(token_loss))
+        flat_tasks = tasks.reshape(-1).to(self._comm)
+        self._sum_task.index_add_(0, flat_tasks, masked.detach().reshape(-1).to(self._comm, torch.float64))
+        if self.mode == "focal_task":
+            if not self._probe_done:
+                raise RuntimeError("focal_task needs the probe pass (probe + finish_probe) before micro_loss")
+            g = self._grad_factor.to(token_loss.device, token_loss.dtype)[tasks]
+            prob = torch.exp(-masked)
+            surrogate = (g * coef * (prob - prob.detach())).sum()
+            share = supervised.sum().item() / self._tokens if self._tokens > 0 else 0.0
+            loss = surrogate + self._focal_value * share
+        elif self.mode == "focal_sample":
+            alpha = self.alpha.to(token_loss.device, token_loss.dtype)[tasks]
+            loss = (coef * focal_token_loss(masked, alpha, self.gamma)).sum()
+        else:
+            loss = (coef * masked).sum()
+        self._value += loss.detach().to(self._comm, torch.float64)
+        return loss
+
+    def end_step(self) -> StepLossResult:
+        """Close the step: the global loss value and per-task statistics (one all-reduce)."""
+        if not self._in_step:
+            raise RuntimeError("end_step without begin_step")
+        K = self.num_tasks
+        packed = torch.cat([self._value, self._sum_task])
+        if _is_distributed(self.process_group):
+            dist.all_reduce(packed, group=self.process_group)
+        packed = packed.cpu()
+        sum_task = packed[1:]
+        per_task = torch.where(
+            self._n_task > 0,
+            sum_task / self._n_task.clamp_min(1),
+            torch.full((K,), math.nan, dtype=torch.float64),
+        )
+        if self.mode in _TASK_MODES:
+            applied = self._share.clone()
+        elif self.mode == "token":
+            applied = self._n_task / max(self._tokens, 1.0)
+        else:
+            applied = self._m_task / max(self._num_samples, 1)
+        self._in_step = False
+        return StepLossResult(
+            loss=float(packed[0]),
+            per_task_loss=per_task,
+            per_task_tokens=self._n_task.round().long(),
+            per_task_samples=self._m_task.round().long(),
+            task_weights=applied,
+            tokens=int(self._tokens),
+        )

@@ -1,0 +1,162 @@
+"""Multi-task losses: golden values per mode and exact micro-batch/accumulation invariance of loss and gradients."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mft_trainer.losses import COMBINE_MODES, StepLoss, multitask_loss  # noqa: E402
+from test_losses_fixtures import TinyLM, flat, make_rows, split_rows  # noqa: E402
+
+# Three samples: A (task 0) losses [1, 3]; B (task 0) [5]; C (task 1) [4, 6, 8]; one unsupervised padding token.
+L = torch.tensor([1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 0.0], dtype=torch.float64)
+MASK = torch.tensor([1, 1, 1, 1, 1, 1, 0])
+TASKS = torch.tensor([0, 0, 0, 1, 1, 1, -1])
+SAMPLES = torch.tensor([7, 7, 9, 4, 4, 4, -1])
+
+
+def golden(mode: str, **kw) -> float:
+    loss, _ = multitask_loss(L, MASK, TASKS, SAMPLES, mode, 3, **kw)
+    return float(loss)
+
+
+def test_golden_values_linear_modes():
+    assert golden("token") == pytest.approx(27 / 6)
+    assert golden("sample") == pytest.approx((2 + 5 + 6) / 3)
+    assert golden("task") == pytest.approx((3 + 6) / 2)
+    # task 2 is absent: its weight 5 must not enter the denominator.
+    assert golden("task", task_weights=[1.0, 3.0, 5.0]) == pytest.approx((1 * 3 + 3 * 6) / 4)
+    assert golden("task_sample") == pytest.approx((3.5 + 6) / 2)
+    assert golden("task_sample", task_weights=[1.0, 3.0, 5.0]) == pytest.approx((3.5 + 3 * 6) / 4)
+    assert golden("focal_sample", alpha=[2.0, 1.0, 1.0]) == pytest.approx((2 * 3.5 + 6) / 2)
+
+
+def test_golden_focal_sample_eq2():
+    gamma = 2.0
+    alpha = [0.5, 2.0, 1.0]
+
+    def f(loss, a):
+        return -a * (1 - math.exp(-loss)) ** gamma * math.log(math.exp(-loss))
+
+    task0 = ((f(1, 0.5) + f(3, 0.5)) / 2 + f(5, 0.5)) / 2
+    task1 = (f(4, 2.0) + f(6, 2.0) + f(8, 2.0)) / 3
+    assert golden("focal_sample", alpha=alpha, gamma=gamma) == pytest.approx((task0 + task1) / 2)
+
+
+def test_golden_focal_task_eq3():
+    gamma = 1.5
+    alpha = [0.5, 2.0, 1.0]
+    p = math.exp
+    p0 = ((p(-1) + p(-3)) / 2 + p(-5)) / 2
+    p1 = (p(-4) + p(-6) + p(-8)) / 3
+    expected = (-0.5 * (1 - p0) ** gamma * math.log(p0) - 2.0 * (1 - p1) ** gamma * math.log(p1)) / 2
+    assert golden("focal_task", alpha=alpha, gamma=gamma) == pytest.approx(expected)
+    expected_w = (
+        -0.5 * (1 - p0) ** gamma * math.log(p0) * 1 - 2.0 * (1 - p1) ** gamma * math.log(p1) * 3
+    ) / 4
+    assert golden("focal_task", alpha=alpha, gamma=gamma, task_weights=[1, 3, 9]) == pytest.approx(expected_w)
+
+
+def test_per_task_is_token_mean_and_nan_when_absent():
+    _, per_task = multitask_loss(L, MASK, TASKS, SAMPLES, "task_sample", 3)
+    assert per_task[0].item() == pytest.approx(3.0)
+    assert per_task[1].item() == pytest.approx(6.0)
+    assert math.isnan(per_task[2].item())
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="mode"):
+        multitask_loss(L, MASK, TASKS, SAMPLES, "nope", 3)
+    with pytest.raises(ValueError, match="task_weights has 2 values"):
+        multitask_loss(L, MASK, TASKS, SAMPLES, "task", 3, task_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="task ids in"):
+        multitask_loss(L, torch.ones(7), TASKS, SAMPLES, "task", 3)
+    with pytest.raises(ValueError, match="task_weights act only"):
+        multitask_loss(L, MASK, TASKS, SAMPLES, "token", 3, task_weights=[1.0, 1.0, 1.0])
+
+
+MODE_KWARGS = {
+    "token": {},
+    "sample": {},
+    "task": {"task_weights": [1.0, 2.5, 0.5]},
+    "task_sample": {"task_weights": [1.0, 2.5, 0.5]},
+    "focal_sample": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
+    "focal_task": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
+}
+
+
+def reference_step(model: TinyLM, batch, mode: str) -> tuple[float, list[torch.Tensor]]:
+    """multitask_loss over the whole step at once: the value and gradient every split must reproduce."""
+    model.zero_grad()
+    loss, _ = multitask_loss(*flat(batch, model.token_losses(batch)), mode, 3, **MODE_KWARGS[mode])
+    loss.backward()
+    return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
+
+
+def run_step(model: TinyLM, micro_batches, mode: str, step_loss: StepLoss | None = None):
+    """The loop's protocol over one rank's micro-batches; returns the end_step result and summed micro losses."""
+    step_loss = step_loss or StepLoss(mode, 3, **MODE_KWARGS[mode])
+    model.zero_grad()
+    step_loss.begin_step(micro_batches)
+    if step_loss.needs_probe:
+        with torch.no_grad():
+            for mb in micro_batches:
+                step_loss.probe(model.token_losses(mb), mb)
+        step_loss.finish_probe()
+    total = 0.0
+    for mb in micro_batches:
+        loss = step_loss.micro_loss(model.token_losses(mb), mb)
+        loss.backward()
+        total += float(loss.detach())
+    return step_loss.end_step(), total
+
+
+@pytest.mark.parametrize("mode", COMBINE_MODES)
+@pytest.mark.parametrize("num_micro", [1, 2, 4, 8])
+def test_accumulation_split_gives_same_loss_and_grads(mode, num_micro):
+    batch = make_rows(num_rows=8, seed=3)
+    model = TinyLM()
+    ref_loss, ref_grads = reference_step(model, batch, mode)
+    rows_per = 8 // num_micro
+    micro = [split_rows(batch, list(range(i * rows_per, (i + 1) * rows_per))) for i in range(num_micro)]
+    result, total = run_step(model, micro, mode)
+    assert result.loss == pytest.approx(ref_loss, rel=1e-12)
+    assert total == pytest.approx(ref_loss, rel=1e-12)
+    for p, g in zip(model.parameters(), ref_grads, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+def test_step_result_reports_global_per_task_statistics():
+    batch = make_rows(num_rows=8, seed=5)
+    model = TinyLM()
+    with torch.no_grad():
+        _, per_task = multitask_loss(*flat(batch, model.token_losses(batch)), "task", 3)
+    micro = [split_rows(batch, [i, i + 1]) for i in range(0, 8, 2)]
+    result, _ = run_step(model, micro, "task")
+    torch.testing.assert_close(result.per_task_loss, per_task.to(torch.float64), equal_nan=True)
+    mask = batch["targets"] != -100
+    assert result.per_task_tokens.tolist() == [int(((batch["task_ids"] == k) & mask).sum()) for k in range(3)]
+    assert result.tokens == int(mask.sum())
+    assert result.task_weights.sum().item() == pytest.approx(1.0)
+
+
+def test_protocol_misuse_fails_clearly():
+    batch = make_rows(num_rows=2, seed=1)
+    model = TinyLM()
+    sl = StepLoss("focal_task", 3)
+    with pytest.raises(RuntimeError, match="begin_step"):
+        sl.micro_loss(model.token_losses(batch), batch)
+    sl.begin_step([batch])
+    with pytest.raises(RuntimeError, match="probe"):
+        sl.micro_loss(model.token_losses(batch), batch)
+    other = make_rows(num_rows=2, seed=9)
+    other["sample_ids"] += 1000
+    sl2 = StepLoss("sample", 3)
+    sl2.begin_step([batch])
+    with pytest.raises(ValueError, match="did not see"):
+        sl2.micro_loss(model.token_losses(other), other)
