@@ -1,0 +1,60 @@
+"""The `data:` config section: which prepared dataset, how tasks are sampled, over-long policy, cache, workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def default_cache_dir() -> Path:
+    """`$MFT_CACHE_DIR` or `~/.cache/mft_trainer/tokenized`: the prepared data may sit on a read-only share."""
+    env = os.environ.get("MFT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mft_trainer" / "tokenized"
+
+
+class DataConfig(BaseModel):
+    """Data options. Packing, seq_length and batch sizes are top-level training keys, passed to the stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="a prepared dataset directory (Contract 1)")
+    task_sampling: Literal["proportional", "uniform", "temperature"] | dict[str, float] = Field(
+        "proportional",
+        description="per-task sampling weights: proportional to size, uniform, temperature (n_k^(1/T)), or explicit "
+        "relative numbers per task name",
+    )
+    temperature: float = Field(2.0, gt=0, description="T for task_sampling: temperature")
+    epoch_size: int | None = Field(
+        None, gt=0, description="samples per epoch (default: the train split's size); weights set each task's share"
+    )
+    overlong: Literal["truncate", "drop"] = Field(
+        "drop",
+        description="samples longer than seq_length: drop, or truncate (after the last whole round that fits, else "
+        "at seq_length keeping the assistant start; an answer whose EOS is cut is counted as eos_cut)",
+    )
+    mode: Literal["sft", "pretrain"] = Field(
+        "sft", description="sft: one sample per segment (packed or padded); pretrain: concatenate with EOS and chunk"
+    )
+    pack_window: int | None = Field(
+        None, gt=0, description="bin-pack the epoch in windows of this many samples (default: the whole epoch)"
+    )
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    num_workers: int = Field(2, ge=0, description="tokenizer processes; 0 tokenizes in the calling process")
+    valid_split: str = "valid"
+
+    @field_validator("task_sampling")
+    @classmethod
+    def _check_weights(cls, value):
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("explicit task weights: give at least one task")
+            bad = {k: v for k, v in value.items() if not (v >= 0)}
+            if bad:
+                raise ValueError(f"explicit task weights must be >= 0, got {bad}")
+            if not any(v > 0 for v in value.values()):
+                raise ValueError("explicit task weights: at least one must be > 0")
+        return value
+

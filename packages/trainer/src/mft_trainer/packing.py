@@ -1,0 +1,161 @@
+"""Bin packing, micro-batch collation (packed, padded, pretrain chunks) and the block-diagonal causal mask.
+
+A packed row holds several samples ("segments"), isolated from one another. Three samples A (3 tokens), B (2) and
+C (2) in a row of 8, `.` = padding, supervised tokens in capitals (a = prompt, A = answer):
+
+    tokens        a0  a1  A2  b0  B1  c0  C1  .
+    input_ids     a0  a1  A2  b0  B1  c0  C1  pad
+    targets       a1  A2  -   B1  -   C1  -   -      (shifted: id of the NEXT token if that token is supervised,
+                  (a1 is a prompt token: -100)        else -100; the last token of each segment: -100)
+    position_ids  0   1   2   0   1   0   1   0      (restart per segment)
+    segment_ids   1   1   1   2   2   3   3   0      (0 = padding)
+    task_ids      kA  kA  kA  kB  kB  kC  kC  -1
+    sample_ids    iA  iA  iA  iB  iB  iC  iC  -1
+
+    block_causal_mask (query rows, key columns; 1 = may attend, stored as 0.0, else dtype min):
+              a0 a1 A2 b0 B1 c0 C1 .
+        a0  [ 1  .  .  .  .  .  .  . ]
+        a1  [ 1  1  .  .  .  .  .  . ]
+        A2  [ 1  1  1  .  .  .  .  . ]
+        b0  [ .  .  .  1  .  .  .  . ]
+        B1  [ .  .  .  1  1  .  .  . ]
+        c0  [ .  .  .  .  .  1  .  . ]
+        C1  [ .  .  .  .  .  1  1  . ]
+        .   [ .  .  .  .  .  .  .  1 ]   (padding attends to itself only, so softmax has no NaN)
+
+Position ids alone do NOT isolate segments with sdpa or eager attention in transformers 5 (REFERENCE.md §7); the 4-D
+additive mask does (with eager, only the additive float form is right). flash_attention_2 derives the segments from
+position_ids and takes no 4-D mask.
+
+Padded mode puts one sample per row and pads to the longest row of the micro-batch, rounded up to a multiple of 8.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+PAD_MULTIPLE = 8
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Pack items (by index) into bins of `capacity` with best-fit decreasing; returns bins of item indices.
+
+    Items are taken longest first (ties: lower index first); each goes into the open bin with the LEAST remaining room
+    that still fits it (ties: the bin opened first), else a new bin. Bins are returned in opening order, items in
+    insertion order. Written here because no maintained library offers BFD over integers this small; it is 20 lines.
+    """
+    lengths = [int(x) for x in lengths]
+    for i, n in enumerate(lengths):
+        if n > capacity or n <= 0:
+            raise ValueError(f"item {i} has length {n}; packing needs 0 < length <= capacity {capacity}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    # (remaining room, bin index), kept sorted so bisect finds the tightest bin that fits.
+    rooms: list[tuple[int, int]] = []
+    for i in order:
+        n = lengths[i]
+        pos = bisect.bisect_left(rooms, (n, -1))
+        if pos < len(rooms):
+            room, b = rooms.pop(pos)
+        else:
+            b = len(bins)
+            bins.append([])
+            room = capacity
+        bins[b].append(i)
+        if room - n > 0:
+            bisect.insort(rooms, (room - n, b))
+    return bins
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One sample (or one chunk of concatenated samples) placed in a row."""
+
+    input_ids: np.ndarray  # int, [n]
+    loss_mask: np.ndarray  # bool, [n]: the token itself is supervised
+    task_ids: np.ndarray  # int, [n]
+    sample_ids: np.ndarray  # int, [n]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def make_segment(input_ids: np.ndarray, loss_mask: np.ndarray, task_id: int, sample_id: int) -> Segment:
+    n = len(input_ids)
+    return Segment(
+        np.asarray(input_ids),
+        np.asarray(loss_mask, dtype=bool),
+        np.full(n, task_id, dtype=np.int64),
+        np.full(n, sample_id, dtype=np.int64),
+    )
+
+
+def padded_length(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    return max(multiple, -(-longest // multiple) * multiple)
+
+
+def collate_rows(rows: Sequence[Sequence[Segment]], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
+    """Micro-batch of rows, each a list of segments laid side by side; tensors [B, L] int64 (see module docstring).
+
+    L is `length` if given, else the longest row rounded up to a multiple of 8.
+    """
+    used = [sum(len(s) for s in row) for row in rows]
+    width = length if length is not None else padded_length(max(used))
+    if max(used) > width:
+        raise ValueError(f"a row holds {max(used)} tokens, more than the batch width {width}")
+    shape = (len(rows), width)
+    input_ids = np.full(shape, pad_id, dtype=np.int64)
+    targets = np.full(shape, IGNORE_INDEX, dtype=np.int64)
+    position_ids = np.zeros(shape, dtype=np.int64)
+    segment_ids = np.zeros(shape, dtype=np.int64)
+    task_ids = np.full(shape, -1, dtype=np.int64)
+    sample_ids = np.full(shape, -1, dtype=np.int64)
+    for b, row in enumerate(rows):
+        pos = 0
+        for s, seg in enumerate(row, start=1):
+            n = len(seg)
+            end = pos + n
+            input_ids[b, pos:end] = seg.input_ids
+            if n > 1:
+                targets[b, pos : end - 1] = np.where(seg.loss_mask[1:], seg.input_ids[1:], IGNORE_INDEX)
+            position_ids[b, pos:end] = np.arange(n)
+            segment_ids[b, pos:end] = s
+            task_ids[b, pos:end] = seg.task_ids
+            sample_ids[b, pos:end] = seg.sample_ids
+            pos = end
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "targets": torch.from_numpy(targets),
+        "position_ids": torch.from_numpy(position_ids),
+        "segment_ids": torch.from_numpy(segment_ids),
+        "task_ids": torch.from_numpy(task_ids),
+        "sample_ids": torch.from_numpy(sample_ids),
+    }
+
+
+def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask [B, 1, L, L]: 0 where key <= query in the same segment, finfo(dtype).min elsewhere.
+
+    A padding position (segment 0) attends to itself only.
+    """
+    b, length = segment_ids.shape
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = same & causal[None]
+    pad = segment_ids == 0
+    eye = torch.eye(length, dtype=torch.bool, device=segment_ids.device)[None]
+    allowed = torch.where(pad[:, :, None], eye, allowed)
+    mask = torch.zeros(b, 1, length, length, dtype=dtype, device=segment_ids.device)
+    return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+
+def pad_fraction(batch: dict[str, torch.Tensor]) -> float:
+    """Share of positions in the micro-batch that are padding."""
+    seg = batch["segment_ids"]
+    return float((seg == 0).sum()) / max(1, seg.numel())
