@@ -1,0 +1,41 @@
+"""The stable Python API of mft-prep, used by the pipeline runner (`mft run`) and by tests.
+
+    from mft_dataprep.api import PrepConfig, run, config_inputs
+    config = PrepConfig.from_yaml("prep.yaml")            # relative paths resolve against the YAML's folder
+    config = PrepConfig.from_dict({...}, base_dir="...")  # or from a dict
+    out = run(config, output=Path("work/prepared"))       # skips quickly when the output is already complete
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ConfigError, PrepConfig
+from .manifest import is_complete, read_manifest
+from .prep import PrepResult, resolve_output, run_prep
+
+__all__ = ["ConfigError", "PrepConfig", "PrepResult", "config_inputs", "is_complete", "read_manifest", "run",
+           "run_with_result"]
+
+
+def run(config: PrepConfig, output: Path | None = None, progress: bool = True) -> Path:
+    """Prepare the dataset and return its directory; an output already complete for this config is reused."""
+    return run_prep(config, output, progress).output
+
+
+def run_with_result(config: PrepConfig, output: Path | None = None, progress: bool = True) -> PrepResult:
+    """Like `run`, also returning the manifest, whether the run was skipped, and the seconds it took."""
+    return run_prep(config, output, progress)
+
+
+def config_inputs(config: PrepConfig) -> list[Path]:
+    """Every input file the config reads (sources in task order, then the MBPP file when set), for hashing."""
+    files = [p.resolve() for task in config.tasks for p in config.task_sources(task)]
+    if config.decontamination.mbpp_path is not None:
+        files.append(config.resolve(config.decontamination.mbpp_path).resolve())
+    return files
+
+
+def output_dir(config: PrepConfig, output: Path | None = None) -> Path:
+    """Where `run` would write."""
+    return resolve_output(config, output)

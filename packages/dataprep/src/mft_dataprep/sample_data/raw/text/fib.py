@@ -1,0 +1,8 @@
+"""Fibonacci numbers."""
+
+
+def fib(n: int) -> int:
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a

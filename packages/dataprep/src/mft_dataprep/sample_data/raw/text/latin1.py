@@ -1,0 +1,2 @@
+# café
+print('latin-1 bytes')

@@ -1,0 +1,5 @@
+"""Word utilities."""
+
+
+def title_case(text: str) -> str:
+    return " ".join(w.capitalize() for w in text.split())

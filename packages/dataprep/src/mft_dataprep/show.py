@@ -1,0 +1,30 @@
+"""`mft-prep show DIR --task NAME -n 3`: the first records of a task, pretty-printed turn by turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .manifest import read_manifest
+from .shards import open_shard
+
+
+def iter_records(directory: Path, task: str, split: str = "train") -> Iterator[dict[str, Any]]:
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if task not in manifest["tasks"]:
+        raise KeyError(f"{directory}: no task {task!r}; tasks are {sorted(manifest['tasks'])}")
+    for shard in manifest["shards"]:
+        if shard["task"] == task and shard["split"] == split:
+            for batch in open_shard(directory / shard["path"]).to_batches(max_chunksize=64):
+                yield from batch.to_pylist()
+
+
+def first_records(directory: Path, task: str, n: int, split: str = "train") -> list[dict[str, Any]]:
+    out = []
+    for record in iter_records(directory, task, split):
+        if len(out) >= n:
+            break
+        out.append(record)
+    return out

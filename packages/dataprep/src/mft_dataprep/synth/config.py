@@ -1,0 +1,87 @@
+"""`SynthConfig`: every option of the synthetic corpus generator, validated before any work starts.
+
+Default sizes are chosen for the CPU demo (REFERENCE.md §7: a 2M-parameter model, about 600 steps in 6
+minutes, roughly 3M training tokens): about 4,300 training records of 50 to 250 tokens each, so the demo sees
+each record a few times; text-to-code is the largest task and the tasks are deliberately unequal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskName = Literal["text_to_code", "translation", "unit_tests", "code_explanation", "code_completion"]
+TASKS: tuple[str, ...] = ("text_to_code", "translation", "unit_tests", "code_explanation", "code_completion")
+EXECUTABLE_TASKS: tuple[str, ...] = ("text_to_code", "translation", "unit_tests")
+# The raw format each task is written in: MFTCoder CodeExercise `chat_rounds` JSONL or Evol instruction/output
+# pairs as one JSON array (the shape of the published Evol-instruction-66k file).
+TASK_FORMATS: dict[str, str] = {
+    "text_to_code": "chat_rounds",
+    "translation": "chat_rounds",
+    "code_completion": "chat_rounds",
+    "unit_tests": "pairs",
+    "code_explanation": "pairs",
+}
+
+DEFAULT_TRAIN = {
+    "text_to_code": 2400,
+    "translation": 800,
+    "unit_tests": 500,
+    "code_explanation": 350,
+    "code_completion": 250,
+}
+DEFAULT_HELDOUT = {"text_to_code": 100, "translation": 50, "unit_tests": 50}
+DEFAULT_HELDOUT_HARD = {"text_to_code": 50, "translation": 25, "unit_tests": 25}
+
+
+class SynthConfig(BaseModel):
+    """Options of `mft_dataprep.synth.generate`. Training counts are multiplied by `scale` (at least 1 each)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    scale: float = Field(1.0, gt=0.0, le=100.0)
+    train_counts: dict[TaskName, int] = Field(default_factory=lambda: dict(DEFAULT_TRAIN))
+    heldout_counts: dict[Literal["text_to_code", "translation", "unit_tests"], int] = Field(
+        default_factory=lambda: dict(DEFAULT_HELDOUT)
+    )
+    heldout_hard_counts: dict[Literal["text_to_code", "translation", "unit_tests"], int] = Field(
+        default_factory=lambda: dict(DEFAULT_HELDOUT_HARD)
+    )
+    name_syllables_min: int = Field(2, ge=1, le=6)
+    name_syllables_max: int = Field(3, ge=1, le=8)
+    const_min: int = Field(1, ge=0, le=99)
+    const_max: int = Field(9, ge=1, le=999)
+    check_asserts: int = Field(5, ge=1, le=20)  # asserts in each held-out problem's `check`
+    unit_test_asserts: int = Field(3, ge=1, le=10)  # asserts in each unit-test answer
+    answer_docstring: bool = True  # answers repeat the prompt's docstring (HumanEval's prompt + solution)
+    ngram: int = Field(10, ge=3, le=64)  # token n-gram size of the held-out contamination check
+
+    @model_validator(mode="after")
+    def _check(self) -> SynthConfig:
+        if self.name_syllables_max < self.name_syllables_min:
+            raise ValueError(
+                f"name_syllables_max ({self.name_syllables_max}) < name_syllables_min ({self.name_syllables_min})"
+            )
+        if self.const_max < self.const_min + 2:
+            raise ValueError(f"const_max ({self.const_max}) must be at least const_min + 2 ({self.const_min + 2})")
+        for field in ("train_counts", "heldout_counts", "heldout_hard_counts"):
+            for task, count in getattr(self, field).items():
+                if count < 0 or (field == "train_counts" and count < 1):
+                    raise ValueError(f"{field}.{task}: expected a count >= {1 if field == 'train_counts' else 0}")
+        missing = [t for t in TASKS if t not in self.train_counts]
+        if missing:
+            raise ValueError(f"train_counts: missing tasks {missing} (every task has training records)")
+        return self
+
+    def scaled_train_counts(self) -> dict[str, int]:
+        return {task: max(1, round(self.train_counts[task] * self.scale)) for task in TASKS}
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
