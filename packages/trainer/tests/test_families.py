@@ -1,0 +1,174 @@
+"""Every model family the trainer names: build a tiny model from its transformers config class, then
+
+1. packed-batch `token_losses` == the same samples run one per row (sdpa and eager), i.e. the 4-D block mask
+   isolates packed segments in this family, and the MoE aux loss ignores padding;
+2. one LoRA optimizer step through `token_losses` changes only the adapter;
+3. `save_pretrained_with_template` writes Contract 2, `merge_adapter` folds the adapter in, and the reloaded
+   merged model's logits equal base+adapter logits (and differ from the base alone).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
+from mft_trainer import modeling  # noqa: E402
+from mft_trainer.merge import merge_adapter  # noqa: E402
+from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
+
+_DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128)
+FAMILIES: dict[str, dict] = {
+    "llama": dict(architecture="llama", **_DECODER),
+    "codellama": dict(architecture="codellama", **_DECODER,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
+    "deepseek": dict(architecture="deepseek", **_DECODER,
+                     rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100_000.0}),
+    "mistral": dict(architecture="mistral", **_DECODER, sliding_window=64),
+    "mixtral": dict(architecture="mixtral", **_DECODER, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2": dict(architecture="qwen2", **_DECODER),
+    "qwen2_moe": dict(architecture="qwen2_moe", **_DECODER, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=32, shared_expert_intermediate_size=64),
+    "starcoder": dict(architecture="starcoder", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=128),
+    "starcoder2": dict(architecture="starcoder2", **_DECODER),
+    "gpt_neox": dict(architecture="gpt_neox", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=128),
+    "phi": dict(architecture="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=128),
+    "gemma": dict(architecture="gemma", **_DECODER, head_dim=8),
+}
+MOE = {"mixtral", "qwen2_moe"}
+# Every family stays in the default run: at this size each parametrisation takes about 0.2 s.
+
+
+def build(family: str, attn: str, method: str = "lora", seed: int = 0) -> torch.nn.Module:
+    model_cfg = ModelConfig(init=FAMILIES[family], tokenizer=str(tiny_tokenizer_dir()), dtype="fp32",
+                            attn_implementation=attn, moe_aux_loss_coef=0.02)
+    peft_cfg = PeftSettings(method=method, r=4, alpha=8, dropout=0.0) if method != "full" else PeftSettings(method=method)
+    torch.manual_seed(seed)
+    return modeling.build_model(model_cfg, peft_cfg, vocab_size=len(tiny_tokenizer()), device="cpu")
+
+
+def pack(samples: list[list[int]], length: int) -> dict[str, torch.Tensor]:
+    """One row holding `samples` back to back, then padding: the micro-batch contract of TRAINER_INTERFACES.md."""
+    row = {k: [] for k in ("input_ids", "targets", "position_ids", "segment_ids", "task_ids", "sample_ids")}
+    for index, ids in enumerate(samples):
+        row["input_ids"] += ids
+        row["targets"] += ids[1:] + [-100]
+        row["position_ids"] += list(range(len(ids)))
+        row["segment_ids"] += [index + 1] * len(ids)
+        row["task_ids"] += [0] * len(ids)
+        row["sample_ids"] += [index] * len(ids)
+    pad = length - len(row["input_ids"])
+    assert pad >= 0
+    for key, value in (("input_ids", 0), ("targets", -100), ("position_ids", 0), ("segment_ids", 0),
+                       ("task_ids", -1), ("sample_ids", -1)):
+        row[key] += [value] * pad
+    return {k: torch.tensor([v], dtype=torch.long) for k, v in row.items()}
+
+
+def stack(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def random_samples(vocab: int, lengths: tuple[int, ...], seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_token_losses_equal_per_sample_losses(family: str, attn: str) -> None:
+    model = build(family, attn).eval()
+    samples = random_samples(len(tiny_tokenizer()), (7, 5, 9), seed=1)
+    packed = stack([pack(samples, 24), pack(samples[::-1], 24)])  # two rows, different segment order
+    with torch.no_grad():
+        packed_loss, packed_aux = modeling.token_losses(model, packed, attn)
+        # Reference: each sample alone, through the plain transformers forward (no mask, no position ids).
+        alone_loss = [
+            torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([s]), use_cache=False).logits[0, :-1],
+                                              torch.tensor(s[1:]), reduction="none")
+            for s in samples
+        ]
+    assert packed_loss.dtype == torch.float32 and packed_loss.shape == (2, 24)
+    assert bool((packed_loss[packed["targets"] == -100] == 0).all())
+    start, worst = 0, 0.0
+    for i, s in enumerate(samples):
+        n = len(s)
+        torch.testing.assert_close(packed_loss[0, start:start + n - 1], alone_loss[i], rtol=0, atol=2e-5)
+        worst = max(worst, (packed_loss[0, start:start + n - 1] - alone_loss[i]).abs().max().item())
+        start += n
+    print(f"{family}/{attn}: packed vs per-sample max |token loss diff| {worst:.2e}")
+    assert (packed_aux is not None) == (family in MOE)
+    if family in MOE:
+        # Padding-aware: the same real tokens plus padding give the same aux loss.
+        one = pack(samples[:2], 12)
+        padded = pack(samples[:2], 24)
+        with torch.no_grad():
+            _, aux_one = modeling.token_losses(model, one, attn)
+            _, aux_padded = modeling.token_losses(model, padded, attn)
+        torch.testing.assert_close(aux_padded, aux_one, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = tiny_tokenizer()
+    model = build(family, "sdpa")
+    base_params = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora_params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert lora_params and all("lora_" in n for n in lora_params)
+    assert not any("lm_head" in n or "embed" in n for n in lora_params)
+
+    samples = random_samples(len(tokenizer), (9, 6, 8), seed=2)
+    batch = stack([pack(samples[:2], 16), pack(samples[2:], 16)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+    loss = token_loss.sum() / (batch["targets"] != -100).sum() + (aux if aux is not None else 0.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    for n, p in model.named_parameters():
+        if n in base_params:
+            assert torch.equal(p, base_params[n]), n
+    assert any(not torch.equal(p, lora_params[n]) for n, p in model.named_parameters() if n in lora_params)
+
+    chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    out = modeling.save_pretrained_with_template(model, tokenizer, chat_template, tmp_path / "final")
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert Path(adapter_config["base_model_name_or_path"]) == out / modeling.BASE_MODEL_SUBDIR
+    assert (out / "adapter_model.safetensors").is_file()
+    saved_tok = AutoTokenizer.from_pretrained(str(out))
+    assert saved_tok.chat_template == chat_template
+    assert GenerationConfig.from_pretrained(str(out)).eos_token_id == tokenizer.eos_token_id
+
+    merged_dir = merge_adapter(out, tmp_path / "merged", dtype="fp32")
+    assert (merged_dir / "model.safetensors").is_file() and not (merged_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), attn_implementation="sdpa").eval()
+    reloaded_base = AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]).eval()
+    reloaded = PeftModel.from_pretrained(reloaded_base, str(out)).eval()
+    model.eval()
+    ids = torch.tensor([samples[0] + samples[1]])
+    with torch.no_grad():
+        trained = model(input_ids=ids, use_cache=False).logits
+        merged_logits = merged(input_ids=ids, use_cache=False).logits
+        reloaded_logits = reloaded(input_ids=ids, use_cache=False).logits
+        with model.disable_adapter():
+            base_logits = model(input_ids=ids, use_cache=False).logits
+    diff = (merged_logits - trained).abs().max().item()
+    print(f"{family}: merged vs base+adapter max |logit diff| {diff:.2e}; "
+          f"adapter effect {(trained - base_logits).abs().max().item():.2e}")
+    assert diff < 1e-4
+    torch.testing.assert_close(reloaded_logits, trained, rtol=0, atol=1e-5)
+    assert (trained - base_logits).abs().max() > 1e-3  # the adapter really changed the model
+    assert AutoTokenizer.from_pretrained(str(merged_dir)).chat_template == chat_template
+    assert GenerationConfig.from_pretrained(str(merged_dir)).eos_token_id == tokenizer.eos_token_id
