@@ -28,13 +28,27 @@ import resource
 import select
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import time
+import types
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_KEEPCAPS = 8
+CAP_DAC_READ_SEARCH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# Standard-library modules most test programs import; loading them once in the server makes each fork cheaper.
+PRELOAD_STDLIB = (
+    "typing", "math", "re", "collections", "itertools", "functools", "heapq", "hashlib", "string", "statistics",
+    "datetime", "copy", "bisect", "fractions", "decimal", "random", "operator", "json", "array", "cmath",
+)
+# Filled by setup_isolation when the server runs as root: (prctl, capset, header, data) used by each child to
+# switch to its own uid while keeping only CAP_DAC_READ_SEARCH (so it can still read an interpreter that lives
+# in a directory only root may enter, e.g. /root/.pyenv, but cannot write there, and RLIMIT_NPROC applies).
+_DROP: tuple = ()
 
 ALLOWED_RETURN_TYPES = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
 
@@ -47,8 +61,14 @@ def _libc():
 
 def setup_isolation(want_netns: bool) -> str:
     """Become a child subreaper and, where allowed, enter a fresh network namespace. Returns the network mode."""
+    global _DROP
     libc, ctypes = _libc()
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.geteuid() == 0:
+        header = ctypes.create_string_buffer(struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0), 8)
+        keep = 1 << CAP_DAC_READ_SEARCH
+        data = ctypes.create_string_buffer(struct.pack("6I", keep, keep, 0, 0, 0, 0), 24)
+        _DROP = (libc.prctl, libc.capset, header, data)
     mode = "sockets-disabled"
     if want_netns:
         if os.geteuid() == 0:
@@ -101,7 +121,7 @@ def _install_guard(tmpdir: str) -> None:
     )
     denied_imports = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "subprocess", "multiprocessing",
                                 "socket", "_socket", "pty", "cffi"})
-    denied_getattr = frozenset({"tb_frame", "f_back", "gi_frame", "cr_frame", "ag_frame", "f_locals", "f_globals",
+    denied_getattr = frozenset({"tb_frame", "f_back", "gi_frame", "cr_frame", "ag_frame", "f_locals", "f_globals", "__globals__",
                                 "__closure__", "cell_contents"})
 
     def outside(path) -> bool:
@@ -163,9 +183,14 @@ def _run_child(req: dict, tmpdir: str, verdict_fd: int, out_fd: int, uid: int | 
         nproc = int(req["max_processes"])
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         if uid is not None:
+            prctl, capset, header, data = _DROP
             os.setgroups([])
             os.setgid(uid)
+            if prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+                raise OSError("prctl(PR_SET_KEEPCAPS) failed")
             os.setuid(uid)
+            if capset(header, data) != 0:
+                raise OSError("capset(CAP_DAC_READ_SEARCH) failed")
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", closefd=False, buffering=1)
         sys.stderr = open(2, "w", closefd=False, buffering=1)
@@ -221,7 +246,11 @@ def _harness(req: dict, tmpdir: str) -> None:
     req.clear()
     if guard:
         _install_guard(tmpdir)
-    namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+    # the program's own __main__: `import __main__` must not reach the server's functions or handles
+    main_module = types.ModuleType("__main__")
+    sys.modules["__main__"] = main_module
+    namespace = main_module.__dict__
+    namespace["__builtins__"] = __builtins__
     try:
         code = compile(program, "<program>", "exec")
     except BaseException as exc:
@@ -431,7 +460,7 @@ def run_one(req: dict, uid: int | None, output_cap: int) -> dict:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    for name in config.get("preload", []):
+    for name in [*PRELOAD_STDLIB, *config.get("preload", [])]:
         try:
             __import__(name)
         except ImportError:

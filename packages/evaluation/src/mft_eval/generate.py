@@ -1,0 +1,259 @@
+"""Generation backends: Hugging Face (CPU or GPU; full checkpoints and PEFT adapters) and vLLM (GPU, lazy import).
+
+The HF backend runs its own decoding loop over a KV cache rather than ``model.generate``, so that a sequence that
+hit EOS or a stop string leaves the batch at once (its cache rows are dropped with ``batch_select_indices``) and
+stops costing compute; ``generate`` keeps finished rows in the batch until the longest one ends. Batches are
+left-padded with position ids from the attention mask, so batched greedy output equals one-by-one output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mft_eval.extract import truncate_at_stops
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # raw generated text, cut at the first stop sequence (the stop itself excluded)
+    raw_text: str  # everything generated, EOS excluded
+    num_tokens: int
+    stopped_by: str  # "eos", "stop:<seq>" or "length"
+
+
+class BackendMissingError(RuntimeError):
+    """An optional backend was asked for but its package is not installed."""
+
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return "auto"
+    if name not in _DTYPES:
+        raise ValueError(f"dtype {name!r}: expected auto, float32, bfloat16 or float16")
+    return getattr(torch, _DTYPES[name])
+
+
+def is_adapter(path: Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(path: Path) -> str:
+    config_path = Path(path) / "adapter_config.json"
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    base = data.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_path}: key 'base_model_name_or_path' is missing; cannot find the base model")
+    return str(base)
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    source: str | Path = path
+    if is_adapter(path) and not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        source = adapter_base(path)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: Path, dtype: str = "auto", device: str = "cpu"):
+    """A causal LM from a full checkpoint directory or a PEFT adapter whose base is named in adapter_config.json."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=_torch_dtype(dtype))
+        model = PeftModel.from_pretrained(base, str(path))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_torch_dtype(dtype))
+    return model.to(device).eval()
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(int(i) for i in config_eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+class HFGenerator:
+    """Batched decoding with per-sequence stopping. ``generate`` keeps the order of its prompts."""
+
+    def __init__(self, model: Any, tokenizer: Any, stops: Sequence[str], add_special_tokens: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.eos = eos_token_ids(model, tokenizer)
+        self.add_special_tokens = add_special_tokens
+
+    def _check_stop(self, text: str) -> str | None:
+        for stop in self.stops:
+            if stop in text:
+                return stop
+        return None
+
+    def generate_batch(self, prompts: Sequence[str], decoding: DecodingConfig, generator: Any) -> list[Generation]:
+        import torch
+        from transformers import DynamicCache
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+        tok = self.tokenizer
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=self.add_special_tokens)
+        device = next(self.model.parameters()).device
+        input_ids = enc["input_ids"].to(device)
+        attention = enc["attention_mask"].to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        warpers = []
+        if not decoding.greedy:
+            warpers.append(TemperatureLogitsWarper(decoding.temperature))
+            if decoding.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(decoding.top_p))
+        batch = len(prompts)
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        stopped: list[str] = ["length"] * batch
+        active = list(range(batch))
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )
+            for _ in range(decoding.max_new_tokens):
+                logits = out.logits[:, -1, :].float()
+                if decoding.greedy:
+                    next_tokens = logits.argmax(dim=-1)
+                else:
+                    scores = logits
+                    for warper in warpers:
+                        scores = warper(None, scores)
+                    probs = torch.softmax(scores, dim=-1)
+                    next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                keep: list[int] = []
+                for row, seq in enumerate(active):
+                    token = int(next_tokens[row])
+                    if token in self.eos:
+                        stopped[seq] = "eos"
+                        continue
+                    tokens[seq].append(token)
+                    hit = self._check_stop(tok.decode(tokens[seq], skip_special_tokens=False)) if self.stops else None
+                    if hit is not None:
+                        stopped[seq] = f"stop:{hit}"
+                        continue
+                    keep.append(row)
+                if not keep or len(tokens[active[keep[0]]]) >= decoding.max_new_tokens:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    attention = attention[index]
+                    next_tokens = next_tokens[index]
+                    active = [active[r] for r in keep]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+                step_positions = attention.sum(-1, keepdim=True) - 1
+                out = self.model(
+                    input_ids=next_tokens[:, None], attention_mask=attention, position_ids=step_positions,
+                    past_key_values=cache, use_cache=True,
+                )
+        results = []
+        for seq in range(batch):
+            raw = tok.decode(tokens[seq], skip_special_tokens=True)
+            results.append(Generation(truncate_at_stops(raw, self.stops), raw, len(tokens[seq]), stopped[seq]))
+        return results
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        decoding: DecodingConfig,
+        batch_size: int,
+        on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+    ) -> list[Generation]:
+        """Generate for every prompt; prompts are batched by token length to waste little padding."""
+        import torch
+
+        generator = torch.Generator(device="cpu").manual_seed(decoding.seed)
+        torch.manual_seed(decoding.seed)
+        lengths = [len(self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"]) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            outs = self.generate_batch([prompts[i] for i in chunk], decoding, generator)
+            for i, g in zip(chunk, outs, strict=True):
+                results[i] = g
+            if on_batch is not None:
+                on_batch(chunk, outs)
+        return [r for r in results if r is not None]
+
+
+def vllm_generate(
+    model_path: Path,
+    prompts: Sequence[str],
+    stops: Sequence[str],
+    decoding: DecodingConfig,
+    dtype: str,
+    tensor_parallel_size: int = 1,
+) -> list[Generation]:
+    """Generate with vLLM (GPU). Imported only here, so the package works without it."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:
+        raise BackendMissingError(
+            "backend 'vllm' needs the vllm package, which is not installed: "
+            "pip install 'mft-evaluation[vllm]' on a machine with a GPU, or use --backend hf"
+        ) from exc
+    model_path = Path(model_path)
+    lora = None
+    model_name = str(model_path)
+    if is_adapter(model_path):
+        from vllm.lora.request import LoRARequest
+
+        model_name = adapter_base(model_path)
+        lora = LoRARequest("adapter", 1, str(model_path))
+    llm = LLM(
+        model=model_name, tokenizer=model_name if lora else str(model_path), dtype=dtype,
+        seed=decoding.seed, tensor_parallel_size=tensor_parallel_size, enable_lora=lora is not None,
+    )
+    params = SamplingParams(
+        n=1, temperature=max(decoding.temperature, 0.0), top_p=decoding.top_p,
+        max_tokens=decoding.max_new_tokens, stop=list(stops) or None, seed=decoding.seed,
+    )
+    outputs = llm.generate(list(prompts), params, lora_request=lora)
+    results = []
+    for out in outputs:
+        completion = out.outputs[0]
+        reason = completion.finish_reason
+        stopped_by = "length" if reason == "length" else (f"stop:{completion.stop_reason}" if isinstance(completion.stop_reason, str) else "eos")
+        results.append(Generation(completion.text, completion.text, len(completion.token_ids), stopped_by))
+    return results
