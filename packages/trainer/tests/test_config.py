@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from mft_trainer.config import ConfigError, TrainConfig, apply_overrides
 from mft_trainer.distributed import deepspeed_config
+from pydantic import ValidationError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -39,7 +38,7 @@ def test_defaults_and_relative_paths_against_yaml_folder(tmp_path: Path, monkeyp
     assert cfg.output_dir == (tmp_path / "conf" / "run").resolve()
     assert cfg.model.tokenizer == str((tmp_path / "conf" / "tok").resolve())  # existing relative dir
     assert (cfg.resume, cfg.packing, cfg.seed, cfg.loss.mode, cfg.distributed.backend) == (
-        "auto", True, 42, "token", "none")
+        "auto", True, 42, "auto", "none")
 
 
 def test_override_paths_resolve_against_cwd(tmp_path: Path, monkeypatch) -> None:

@@ -5,7 +5,7 @@ fails with a message naming the dotted key and what was expected. Relative paths
 the YAML's folder; relative paths given as command-line overrides against the current directory.
 
 Sections owned by other modules are composed, not redefined: `model`/`peft` (model_config.py), `data`
-(data_config.py), `template` (template.py). The `loss` section is extended by the loss-balancing code.
+(data_config.py), `template` (template.py), `loss` (loss_config.py, owned by the loss-balancing code).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mft_trainer.data_config import DataConfig
+from mft_trainer.loss_config import LossConfig
 from mft_trainer.model_config import ModelConfig, PeftSettings
 from mft_trainer.template import TemplateConfig
 
@@ -27,17 +28,6 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LossConfig(_Section):
-    """How per-token losses of one optimizer step become the scalar loss (see losses.py)."""
-
-    mode: Literal[
-        "token", "sample", "task", "task_sample", "focal_sample", "focal_task", "self_paced", "coba"
-    ] = "token"
-    task_weights: dict[str, float] | None = Field(
-        default=None, description="weight per task name (task-balanced modes); tasks not named get 1.0"
-    )
 
 
 class OptimizerConfig(_Section):

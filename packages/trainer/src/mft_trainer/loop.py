@@ -1,0 +1,351 @@
+"""The training recipe, top to bottom: setup -> train loop -> checkpoint -> clean-up.
+
+One optimizer step (the unit of the schedule, of checkpoints and of resume):
+
+    micro = stream.next_step()            grad_accum micro-batches for this rank; the GLOBAL rows of step s are
+                                          fixed whatever the world size, so 1 and N processes see the same data
+    step_loss.begin_step(micro)           global token/sample/task counts (all micro-batches, all ranks)
+    for each micro-batch mb:
+        token_loss = token_losses(model, mb)          [B, L] per-token cross-entropy
+        loss = step_loss.micro_loss(token_loss, mb)   this rank's share of the GLOBAL step loss
+        backend.backward(loss)                        x world_size, since every backend averages over ranks
+    backend.step(clip_grad)               clip, AdamW, LR schedule: once per optimizer step on every backend
+
+so the loss is normalised over the whole optimizer step (REFERENCE.md §3), never per micro-batch or per rank.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mft_trainer import checkpoint as ckpt
+from mft_trainer import data as data_mod
+from mft_trainer import modeling
+from mft_trainer.config import TrainConfig
+from mft_trainer.dataset import open_prepared
+from mft_trainer.distributed import (
+    Backend,
+    DistEnv,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    wrap_model,
+)
+from mft_trainer.losses import StepLoss
+from mft_trainer.metrics_log import MetricsLogger
+
+Batch = dict[str, torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def run_training(cfg: TrainConfig, progress: bool = True, stop_at_step: int | None = None) -> Path:
+    """Train as configured; return `output_dir/final`.
+
+    stop_at_step: stop after that many optimizer steps with a checkpoint but no final model, as a preempted job
+    would (resuming then continues the same trajectory); None trains to max_steps.
+    """
+    env = init_distributed(cfg.distributed)
+    try:
+        return _train(cfg, env, progress=progress, stop_at_step=stop_at_step)
+    finally:
+        cleanup_distributed(env)
+
+
+def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int | None) -> Path:
+    # ---- setup -------------------------------------------------------------------------------------------------
+    output_dir = Path(cfg.output_dir)
+    if env.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temps(output_dir)
+    resume_from = broadcast_object(env, ckpt.resolve_resume(cfg.resume, output_dir))
+
+    dataset = open_prepared(cfg.data.path)
+    tasks = list(dataset.tasks)
+    cfg.loss.check_tasks(tasks)
+    if cfg.loss.resolved_mode(len(tasks)) in ("self_paced", "coba"):
+        # Balancers update task weights from validation losses between steps; they join this loop in issue 5.
+        raise ValueError(f"loss.mode: {cfg.loss.mode!r} needs the loss balancer, not yet wired into the loop; "
+                         "use token, sample, task, task_sample, focal_sample or focal_task")
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    tokenizer = modeling.load_tokenizer(cfg.model)
+    model = modeling.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer), device=env.device)
+    backend = wrap_model(model, cfg, env, rebuild=lambda: modeling.build_model(
+        cfg.model, cfg.peft, vocab_size=len(tokenizer), device=torch.device("cpu")))
+    attn = modeling.hf_model(model).mft_attn_implementation  # what build_model resolved from `auto`
+    stream = data_mod.build_train_stream(
+        cfg.data, cfg.template, tokenizer, seq_length=cfg.seq_length, packing=cfg.packing,
+        micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, rank=env.rank,
+        world_size=env.world_size, seed=cfg.seed,
+    )
+    step_loss = StepLoss(
+        cfg.loss.combine_mode(len(tasks)), len(tasks), task_weights=cfg.loss.task_weight_vector(tasks),
+        alpha=cfg.loss.alpha_vector(tasks), gamma=cfg.loss.gamma,
+    )
+    balancer_state: dict[str, Any] = {}  # filled by the loss balancer (issue 5) and saved with every checkpoint
+
+    start_step = 0
+    seed_everything(cfg.seed + 1000 * env.rank)  # dropout differs across ranks, reproducibly
+    if resume_from is not None:
+        start_step, balancer_state = _restore(Path(resume_from), backend, stream, env)
+
+    logger = MetricsLogger(
+        output_dir, active=env.is_main, total_steps=cfg.max_steps, start_step=start_step,
+        tensorboard=cfg.logging.tensorboard, progress=progress, task_names=tasks,
+    )
+    local_numel, full_numel = backend.local_parameter_numel()
+    logger.log(start_step, {
+        "event": "resumed" if resume_from is not None else "started", "from": str(resume_from or ""),
+        "world_size": env.world_size, "backend": env.backend,
+        "param_elements_this_rank": local_numel, "param_elements_full": full_numel,
+    })
+
+    # ---- train loop ----------------------------------------------------------------------------------------------
+    last_stop = cfg.max_steps if stop_at_step is None else min(stop_at_step, cfg.max_steps)
+    backend.model.train()
+    result = None
+    for step in range(start_step, last_stop):
+        started = time.perf_counter()
+        micro = [_to_device(mb, env.device) for mb in stream.next_step()]
+        lr = backend.current_lr()
+        aux_mean = forward_backward(backend, step_loss, micro, attn, env.world_size)
+        grad_norm = backend.step(cfg.clip_grad)
+        result = step_loss.end_step()
+        counts = _global_counts(micro, env)
+        elapsed = time.perf_counter() - started
+        done = step + 1
+
+        metrics: dict[str, Any] = {
+            "loss": result.loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": counts["tokens"],
+            "supervised_tokens": result.tokens,
+            "pad_fraction": counts["pad"] / max(counts["slots"], 1),
+            "tokens_per_s": counts["tokens"] / elapsed,
+            "step_time_s": elapsed,
+            "loss_per_task": {t: _finite(v) for t, v in zip(tasks, result.per_task_loss.tolist(), strict=True)},
+        }
+        if aux_mean is not None:
+            metrics["aux_loss"] = aux_mean
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
+            metrics["valid_loss_per_task"] = evaluate(backend, cfg, tokenizer, tasks, env, attn)
+        if done % cfg.logging.log_every == 0 or done == last_stop:
+            logger.log(done, metrics)
+        logger.advance(done, result.loss, metrics["tokens_per_s"])
+
+        # ---- checkpoint ------------------------------------------------------------------------------------------
+        if (cfg.save_every and done % cfg.save_every == 0) or (done == last_stop and done < cfg.max_steps):
+            save_checkpoint(cfg, backend, stream, tokenizer, env, done, balancer_state)
+
+    # ---- final model and clean-up ----------------------------------------------------------------------------------
+    final_dir = output_dir / ckpt.FINAL
+    if last_stop == cfg.max_steps:
+        valid = evaluate(backend, cfg, tokenizer, tasks, env, attn)
+        if env.is_main:
+            logger.log(cfg.max_steps, {"valid_loss_per_task": valid})
+        record = {
+            "config": cfg.to_yaml_dict(),
+            "dataset_manifest_hash": dataset.manifest_hash,
+            "tasks": tasks,
+            "step": cfg.max_steps,
+            "world_size": env.world_size,
+            "valid_loss_per_task": valid,
+            "last_train_loss": result.loss if result is not None else None,
+            "data_stats": _stats_dict(stream),
+        }
+        save_final(backend, tokenizer, cfg, env, final_dir, record)
+    logger.close()
+    barrier(env)
+    return final_dir
+
+
+def forward_backward(
+    backend: Backend, step_loss: StepLoss, micro: list[Batch], attn: str, world_size: int
+) -> float | None:
+    """Forward and backward over the micro-batches of one optimizer step; gradients are left in the parameters.
+
+    Returns the mean MoE router loss over the step's forwards (None for dense models).
+    """
+    step_loss.begin_step(micro)
+    if step_loss.needs_probe:
+        with torch.no_grad():
+            for mb in micro:
+                step_loss.probe(modeling.token_losses(backend.model, mb, attn)[0], mb)
+        step_loss.finish_probe()
+    aux_values: list[float] = []
+    for i, mb in enumerate(micro):
+        with backend.micro_step(is_last=i == len(micro) - 1):
+            token_loss, aux = modeling.token_losses(backend.model, mb, attn)
+            loss = step_loss.micro_loss(token_loss, mb)
+            if aux is not None:
+                # The router loss is a per-forward mean: average it over all forwards of the global step.
+                loss = loss + aux / (len(micro) * world_size)
+                aux_values.append(float(aux.detach()))
+            backend.backward(loss)
+    return sum(aux_values) / len(aux_values) if aux_values else None
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)
+
+
+def _global_counts(micro: list[Batch], env: DistEnv) -> dict[str, int]:
+    """Non-pad tokens and row slots of this optimizer step over all ranks (for tokens/s and the pad fraction)."""
+    local = torch.tensor(
+        [sum(int((mb["segment_ids"] > 0).sum()) for mb in micro), sum(mb["segment_ids"].numel() for mb in micro)],
+        dtype=torch.int64,
+    )
+    if env.initialized:
+        torch.distributed.all_reduce(local)
+    tokens, slots = local.tolist()
+    return {"tokens": tokens, "slots": slots, "pad": slots - tokens}
+
+
+def _stats_dict(stream: Any) -> Any:
+    stats = getattr(stream, "stats", None)
+    if stats is None:
+        return None
+    if hasattr(stats, "model_dump"):
+        return stats.model_dump()
+    if hasattr(stats, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(stats)
+    return dict(stats) if isinstance(stats, dict) else str(stats)
+
+
+@torch.no_grad()
+def evaluate(
+    backend: Backend, cfg: TrainConfig, tokenizer: Any, tasks: list[str], env: DistEnv, attn: str
+) -> dict[str, float | None]:
+    """Token-mean validation loss per task over the whole `valid` split (every sample once across ranks)."""
+    batches = data_mod.build_eval_batches(
+        cfg.data, cfg.template, tokenizer, split="valid", seq_length=cfg.seq_length,
+        micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, rank=env.rank, world_size=env.world_size,
+    )
+    # Sharded backends need every rank in every forward: pad the shorter ranks with fully masked copies.
+    count = torch.tensor([len(batches)])
+    if env.initialized:
+        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+    n = int(count)
+    if n == 0:
+        return {t: None for t in tasks}
+    if not batches:
+        batches = [_masked_batch(cfg.seq_length)]
+    while len(batches) < n:
+        filler = dict(batches[0])
+        filler["targets"] = torch.full_like(filler["targets"], -100)
+        batches.append(filler)
+    batches = [_to_device(b, env.device) for b in batches]
+    meter = StepLoss("token", len(tasks))
+    backend.model.eval()
+    try:
+        meter.begin_step(batches)
+        for mb in batches:
+            meter.micro_loss(modeling.token_losses(backend.model, mb, attn)[0], mb)
+        result = meter.end_step()
+    finally:
+        backend.model.train()
+    return {t: _finite(v) for t, v in zip(tasks, result.per_task_loss.tolist(), strict=True)}
+
+
+def _masked_batch(length: int) -> Batch:
+    ids = torch.zeros(1, length, dtype=torch.int64)
+    return {
+        "input_ids": ids,
+        "targets": torch.full_like(ids, -100),
+        "position_ids": torch.arange(length).unsqueeze(0),
+        "segment_ids": torch.ones_like(ids),
+        "task_ids": torch.zeros_like(ids),
+        "sample_ids": torch.zeros_like(ids),
+    }
+
+
+def save_checkpoint(
+    cfg: TrainConfig, backend: Backend, stream: Any, tokenizer: Any, env: DistEnv, step: int,
+    balancer_state: dict[str, Any],
+) -> Path:
+    """Write checkpoints/step-N atomically (temp dir, then rename once every rank is done)."""
+    output_dir = Path(cfg.output_dir)
+    tmp = ckpt.temp_dir_for(output_dir, step)
+    if env.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier(env)
+    states = backend.state_dicts()  # collective: gathers full tensors to rank 0
+    backend.save_native(tmp / "deepspeed")  # collective for DeepSpeed, nothing for torch backends
+    with backend.gathered_model() as full:
+        if env.is_main:
+            modeling.save_pretrained_with_template(full, tokenizer, cfg.template, tmp / "model")
+    if env.is_main and states:
+        torch.save(states, tmp / "trainer_state.pt")
+    ckpt.write_rank_state(tmp, env.rank, stream.state_dict())
+    barrier(env)
+    final = ckpt.checkpoint_dir(output_dir, step)
+    if env.is_main:
+        ckpt.write_meta(tmp, {
+            "step": step, "world_size": env.world_size, "backend": env.backend,
+            "balancer_state": balancer_state, "config": cfg.to_yaml_dict(),
+        })
+        ckpt.publish(output_dir, step, cfg.keep_last)
+    barrier(env)
+    return final
+
+
+def _restore(path: Path, backend: Backend, stream: Any, env: DistEnv) -> tuple[int, dict[str, Any]]:
+    meta = ckpt.read_meta(path)
+    if meta["world_size"] != env.world_size or meta["backend"] != env.backend:
+        raise RuntimeError(
+            f"resume: {path} was written by {meta['world_size']} process(es) with backend {meta['backend']!r}; "
+            f"this run has {env.world_size} with {env.backend!r}. Resume with the same launch, or resume: never."
+        )
+    if env.backend == "deepspeed":
+        backend.load_native(path / "deepspeed")
+    else:
+        # Rank 0 reads the full state and the backend broadcasts it; only the small scheduler state is sent here.
+        states: dict[str, Any] = {"model": {}, "optimizer": {}, "scheduler": None}
+        if env.is_main:
+            states = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        states["scheduler"] = broadcast_object(env, states["scheduler"])
+        backend.load_state_dicts(states)
+    rank_state = ckpt.read_rank_state(path, env.rank)
+    stream.load_state_dict(rank_state["data"])
+    ckpt.set_rng_state(rank_state["rng"])
+    barrier(env)
+    return int(meta["step"]), dict(meta.get("balancer_state") or {})
+
+
+def save_final(
+    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, final_dir: Path, record: dict[str, Any]
+) -> None:
+    """`output_dir/final/` (Contract 2): model or adapter, tokenizer with chat template, mft_train.json."""
+    tmp = final_dir.with_name(f".tmp-{final_dir.name}")
+    with backend.gathered_model() as full:
+        if env.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            modeling.save_pretrained_with_template(full, tokenizer, cfg.template, tmp)
+            ckpt.write_train_record(tmp, record)
+            if final_dir.exists():
+                shutil.rmtree(final_dir)
+            tmp.rename(final_dir)
+    barrier(env)
+
