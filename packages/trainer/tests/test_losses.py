@@ -11,7 +11,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mft_trainer.losses import COMBINE_MODES, StepLoss, multitask_loss  # noqa: E402
-from test_losses_fixtures import TinyLM, flat, make_rows, split_rows  # noqa: E402
+from test_losses_fixtures import (  # noqa: E402
+    MODE_KWARGS,
+    TinyLM,
+    distributed_worker,
+    duplicate_first_row,
+    flat,
+    make_rows,
+    run_step,
+    split_rows,
+)
 
 # Three samples: A (task 0) losses [1, 3]; B (task 0) [5]; C (task 1) [4, 6, 8]; one unsupervised padding token.
 L = torch.tensor([1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 0.0], dtype=torch.float64)
@@ -80,40 +89,12 @@ def test_bad_inputs_are_rejected():
         multitask_loss(L, MASK, TASKS, SAMPLES, "token", 3, task_weights=[1.0, 1.0, 1.0])
 
 
-MODE_KWARGS = {
-    "token": {},
-    "sample": {},
-    "task": {"task_weights": [1.0, 2.5, 0.5]},
-    "task_sample": {"task_weights": [1.0, 2.5, 0.5]},
-    "focal_sample": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
-    "focal_task": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
-}
-
-
 def reference_step(model: TinyLM, batch, mode: str) -> tuple[float, list[torch.Tensor]]:
     """multitask_loss over the whole step at once: the value and gradient every split must reproduce."""
     model.zero_grad()
     loss, _ = multitask_loss(*flat(batch, model.token_losses(batch)), mode, 3, **MODE_KWARGS[mode])
     loss.backward()
     return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
-
-
-def run_step(model: TinyLM, micro_batches, mode: str, step_loss: StepLoss | None = None):
-    """The loop's protocol over one rank's micro-batches; returns the end_step result and summed micro losses."""
-    step_loss = step_loss or StepLoss(mode, 3, **MODE_KWARGS[mode])
-    model.zero_grad()
-    step_loss.begin_step(micro_batches)
-    if step_loss.needs_probe:
-        with torch.no_grad():
-            for mb in micro_batches:
-                step_loss.probe(model.token_losses(mb), mb)
-        step_loss.finish_probe()
-    total = 0.0
-    for mb in micro_batches:
-        loss = step_loss.micro_loss(model.token_losses(mb), mb)
-        loss.backward()
-        total += float(loss.detach())
-    return step_loss.end_step(), total
 
 
 @pytest.mark.parametrize("mode", COMBINE_MODES)
@@ -160,3 +141,92 @@ def test_protocol_misuse_fails_clearly():
     sl2.begin_step([batch])
     with pytest.raises(ValueError, match="did not see"):
         sl2.micro_loss(model.token_losses(other), other)
+
+
+@pytest.mark.distributed
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """Same global batch: 1 process x 8 rows vs 2 gloo ranks with unequal shares (3 and 5 rows), 2 micro-batches
+    each. Row 7 repeats row 0's sample ids, so one sample is split across ranks and must still count once."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "rank0.pt"
+    mp.spawn(
+        distributed_worker,
+        args=(2, str(tmp_path / "init"), [[0, 1, 2], [3, 4, 5, 6, 7]], str(out)),
+        nprocs=2,
+        join=True,
+    )
+    results = torch.load(out)
+    batch = make_rows(num_rows=8, seed=3)
+    duplicate_first_row(batch)
+    model = TinyLM()
+    for mode in COMBINE_MODES:
+        ref_loss, ref_grads = reference_step(model, batch, mode)
+        got = results[mode]
+        assert got["loss"] == pytest.approx(ref_loss, rel=1e-12), mode
+        assert got["sum_micro"] == pytest.approx(ref_loss, rel=1e-12), mode
+        for g, r in zip(got["grads"], ref_grads, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def mftcoder_local_task_loss(token_loss, mb, weights) -> torch.Tensor:
+    """MFTCoder's case3 as it runs: task-balanced INSIDE one micro-batch, over the tasks present in it."""
+    mask = mb["targets"] != -100
+    total, wsum = 0.0, 0.0
+    for k in mb["task_ids"][mask].unique().tolist():
+        sel = mask & (mb["task_ids"] == k)
+        total = total + weights[k] * token_loss[sel].sum() / sel.sum()
+        wsum += weights[k]
+    return total / wsum
+
+
+def single_task_micro_batches():
+    """Four micro-batches of two rows, each micro-batch holding ONE task (a task-sorted or small-batch run)."""
+    batch = make_rows(num_rows=8, seed=11)
+    micro = []
+    for i, rows in enumerate([[0, 1], [2, 3], [4, 5], [6, 7]]):
+        mb = split_rows(batch, rows)
+        mb["task_ids"] = torch.where(
+            mb["task_ids"] >= 0, torch.full_like(mb["task_ids"], i % 3), mb["task_ids"]
+        )
+        micro.append(mb)
+    return micro
+
+
+def test_task_weights_act_on_single_task_micro_batches_unlike_mftcoder():
+    micro = single_task_micro_batches()
+    model = TinyLM()
+    uniform, skewed = [1.0, 1.0, 1.0], [1.0, 6.0, 1.0]
+
+    # MFTCoder: each micro-batch's loss is its one task's mean whatever the weights, so weights do nothing.
+    @torch.no_grad()
+    def mft(weights):
+        return sum(
+            float(mftcoder_local_task_loss(model.token_losses(mb), mb, weights)) for mb in micro
+        ) / len(micro)
+
+    assert mft(uniform) == pytest.approx(mft(skewed), rel=1e-12)
+
+    # Ours: weights act, and the step loss is exactly the global task-balanced loss of the whole step.
+    ours = {}
+    for name, weights in (("uniform", uniform), ("skewed", skewed)):
+        result, _ = run_step(model, micro, "task", StepLoss("task", 3, task_weights=weights))
+        whole = {
+            k: torch.cat([mb[k].reshape(-1) for mb in micro]) for k in ("targets", "task_ids", "sample_ids")
+        }
+        with torch.no_grad():
+            token_loss = torch.cat([model.token_losses(mb).reshape(-1) for mb in micro])
+        expected, _ = multitask_loss(
+            token_loss,
+            whole["targets"] != -100,
+            whole["task_ids"],
+            whole["sample_ids"],
+            "task",
+            3,
+            task_weights=weights,
+        )
+        assert result.loss == pytest.approx(float(expected), rel=1e-12)
+        ours[name] = result.loss
+    assert ours["uniform"] != pytest.approx(ours["skewed"], rel=1e-3)
+    # MFTCoder's equal micro-batch average also differs from the global task-balanced loss with uniform weights.
+    assert mft(uniform) != pytest.approx(ours["uniform"], rel=1e-6)

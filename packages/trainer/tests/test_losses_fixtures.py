@@ -87,3 +87,103 @@ def flat(batch: dict[str, torch.Tensor], token_loss: torch.Tensor) -> tuple[torc
         batch["task_ids"].reshape(-1),
         batch["sample_ids"].reshape(-1),
     )
+
+
+MODE_KWARGS = {
+    "token": {},
+    "sample": {},
+    "task": {"task_weights": [1.0, 2.5, 0.5]},
+    "task_sample": {"task_weights": [1.0, 2.5, 0.5]},
+    "focal_sample": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
+    "focal_task": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
+}
+
+
+def run_step(model: TinyLM, micro_batches, mode: str, step_loss=None):
+    """The loop's protocol over one rank's micro-batches; returns the end_step result and the summed micro losses."""
+    from mft_trainer.losses import StepLoss
+
+    step_loss = step_loss or StepLoss(mode, 3, **MODE_KWARGS[mode])
+    model.zero_grad()
+    step_loss.begin_step(micro_batches)
+    if step_loss.needs_probe:
+        with torch.no_grad():
+            for mb in micro_batches:
+                step_loss.probe(model.token_losses(mb), mb)
+        step_loss.finish_probe()
+    total = 0.0
+    for mb in micro_batches:
+        loss = step_loss.micro_loss(model.token_losses(mb), mb)
+        loss.backward()
+        total += float(loss.detach())
+    return step_loss.end_step(), total
+
+
+def distributed_worker(
+    rank: int, world: int, init_file: str, rows_of_rank: list[list[int]], out_file: str
+) -> None:
+    """One gloo rank: run every mode on its rows (two micro-batches), sum gradients over ranks, rank 0 saves."""
+    import torch.distributed as dist
+    from mft_trainer.losses import COMBINE_MODES
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        batch = make_rows(num_rows=8, seed=3)
+        duplicate_first_row(batch)
+        rows = rows_of_rank[rank]
+        half = (len(rows) + 1) // 2
+        micro = [split_rows(batch, rows[:half]), split_rows(batch, rows[half:])]
+        model = TinyLM()
+        results = {}
+        for mode in COMBINE_MODES:
+            result, total = run_step(model, micro, mode)
+            grads = [p.grad.clone() for p in model.parameters()]
+            for g in grads:
+                dist.all_reduce(g)  # the loss is a global SUM over ranks: sum, not average, the gradients
+            summed = torch.tensor([total], dtype=torch.float64)
+            dist.all_reduce(summed)
+            results[mode] = {
+                "loss": result.loss,
+                "sum_micro": float(summed),
+                "grads": grads,
+                "per_task": result.per_task_loss,
+            }
+        from mft_trainer.validation import evaluate_per_task
+
+        valid = evaluate_per_task(model.token_losses, micro, 3)
+        results["validation"] = {"per_task_loss": valid.per_task_loss, "loss": valid.loss}
+        if rank == 0:
+            torch.save(results, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+def duplicate_first_row(batch: dict[str, torch.Tensor]) -> None:
+    """Make row 7 a copy of row 0 (same sample ids): a sample drawn twice in one step, split across ranks."""
+    for value in batch.values():
+        value[7] = value[0]
+
+
+def step_micro_batches(step: int, grad_accum: int = 2, rows: int = 4) -> list[dict[str, torch.Tensor]]:
+    """The micro-batches of optimizer step ``step``: deterministic in the step, so a resumed run sees the same."""
+    batch = make_rows(num_rows=rows * grad_accum, seed=1000 + step)
+    return [split_rows(batch, list(range(i * rows, (i + 1) * rows))) for i in range(grad_accum)]
+
+
+def train_steps(controller, model, optimizer, steps, reports: list) -> None:
+    """A minimal training loop that follows the StepLoss protocol and calls the controller after every step."""
+    step_loss = controller.step_loss
+    for step in steps:
+        micro = step_micro_batches(step)
+        optimizer.zero_grad()
+        step_loss.begin_step(micro)
+        if step_loss.needs_probe:
+            with torch.no_grad():
+                for mb in micro:
+                    step_loss.probe(model.token_losses(mb), mb)
+            step_loss.finish_probe()
+        for mb in micro:
+            step_loss.micro_loss(model.token_losses(mb), mb).backward()
+        optimizer.step()
+        reports.append(controller.on_step_end(step, step_loss.end_step()))

@@ -1,0 +1,122 @@
+"""BalancingController in a tiny training loop: CoBa resume continues with the same weights, early stopping,
+plots, summary, and the loss config it is built from."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mft_trainer.balancing import BalancingController  # noqa: E402
+from mft_trainer.loss_config import LossConfig  # noqa: E402
+from test_losses_fixtures import TinyLM, make_rows, split_rows, train_steps  # noqa: E402
+
+TASKS = ["code", "docs", "tests"]
+
+
+def valid_batches():
+    batch = make_rows(num_rows=12, seed=77)
+    return [split_rows(batch, [i, i + 1]) for i in range(0, 12, 2)]
+
+
+def build(cfg: LossConfig, seed: int = 0):
+    model = TinyLM(seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    ctl = BalancingController(
+        cfg, TASKS, token_losses=model.token_losses, valid_batches=valid_batches(), model=model
+    )
+    return model, opt, ctl
+
+
+COBA = {
+    "mode": "coba",
+    "task_weights": {"docs": 2.0},
+    "coba": {"warmup": 4, "history": 5, "update_every": 2},
+    "validation": {"every": 5, "slice": "separate", "slice_size": 2},
+    "early_stopping": {"metric": "total", "patience": 50},
+}
+
+
+def test_coba_resume_continues_with_the_same_weights(tmp_path):
+    cfg = LossConfig.model_validate(COBA)
+    model, opt, ctl = build(cfg)
+    ctl.on_train_begin(0)
+    full: list = []
+    train_steps(ctl, model, opt, range(1, 31), full)
+
+    model, opt, ctl = build(cfg)
+    ctl.on_train_begin(0)
+    first: list = []
+    train_steps(ctl, model, opt, range(1, 16), first)
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "balance": ctl.state_dict()},
+        tmp_path / "ck.pt",
+    )
+
+    state = torch.load(tmp_path / "ck.pt", weights_only=False)
+    model, opt, ctl = build(cfg, seed=5)  # different init: everything must come from the checkpoint
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    ctl.load_state_dict(state["balance"])
+    second: list = []
+    train_steps(ctl, model, opt, range(16, 31), second)
+
+    def numbers(report):  # everything but wall-clock timings must be bit-identical
+        return {k: v for k, v in report.metrics.items() if k != "balancer_seconds"}
+
+    for a, b in zip(full[15:], second, strict=True):
+        assert numbers(a) == numbers(b), a.step
+    weights = [r.metrics["weight/code"] for r in full]
+    assert (
+        len(set(weights[:4])) == 1 and len(set(weights[6:])) > 1
+    )  # uniform in warm-up, then CoBa moves them
+    assert ctl.slice.calls == 16 and ctl.slice.seconds > 0  # step 0 + 15 updates (every 2 steps of 30)
+
+
+def test_early_stopping_plots_and_summary(tmp_path):
+    cfg = LossConfig.model_validate(
+        {
+            "mode": "task",
+            "validation": {"every": 1},
+            "early_stopping": {"metric": "docs", "patience": 2},
+        }
+    )
+    model, _, ctl = build(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=40.0)  # far too high: validation loss soon stops improving
+    reports: list = []
+    for step in range(1, 40):
+        train_steps(ctl, model, opt, [step], reports)
+        if reports[-1].should_stop:
+            break
+    assert reports[-1].should_stop and reports[-1].step < 39
+    best = ctl.early_stopping.best_step
+    assert [r.step for r in reports if r.is_best][-1] == best
+    ctl.on_train_end(reports[-1].step, tmp_path)
+    for name in ("valid_loss_per_task.png", "task_weights.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = ctl.summary_rows()
+    assert [r["task"] for r in rows] == TASKS
+    assert all(r["tokens_seen"] > 0 and r["best_step"] is not None for r in rows)
+    assert ctl.summary_table().row_count == 3
+
+
+def test_loss_config_validation_names_the_key():
+    with pytest.raises(ValidationError, match="loss.alpha / loss.gamma"):
+        LossConfig.model_validate({"mode": "task", "gamma": 2.0})
+    with pytest.raises(ValidationError, match="extra"):
+        LossConfig.model_validate({"mode": "task", "coba": {"warmpu": 3}})
+    with pytest.raises(ValidationError, match="loss.task_weights"):
+        LossConfig.model_validate({"mode": "token", "task_weights": {"a": 1.0}})
+    cfg = LossConfig.model_validate({"task_weights": {"nope": 1.0}})
+    with pytest.raises(ValueError, match="unknown task"):
+        cfg.check_tasks(TASKS)
+    with pytest.raises(ValueError, match="early_stopping.metric"):
+        LossConfig.model_validate({"early_stopping": {"metric": "bleu"}}).check_tasks(TASKS)
+    assert LossConfig().resolved_mode(3) == "task" and LossConfig().resolved_mode(1) == "token"
+    assert LossConfig(mode="coba").combine_mode(3) == "task"
+    w = LossConfig.model_validate({"task_weights": {"docs": 3.0}}).task_weight_vector(TASKS)
+    assert w.tolist() == [1.0, 3.0, 1.0]

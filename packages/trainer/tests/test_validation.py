@@ -1,0 +1,133 @@
+"""Per-task validation: token-weighted over the whole split (1 and 2 ranks), balancer slice selection and cost."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mft_trainer.validation import BalancerSlice, evaluate_per_task, split_validation  # noqa: E402
+from test_losses_fixtures import TinyLM, distributed_worker, duplicate_first_row, make_rows, split_rows  # noqa: E402
+
+
+def pooled_reference(model, batches, num_tasks=3):
+    losses, tasks = [], []
+    with torch.no_grad():
+        for b in batches:
+            mask = b["targets"] != -100
+            losses.append(model.token_losses(b)[mask])
+            tasks.append(b["task_ids"][mask])
+    losses, tasks = torch.cat(losses), torch.cat(tasks)
+    per_task = torch.tensor(
+        [losses[tasks == k].mean().item() if (tasks == k).any() else math.nan for k in range(num_tasks)],
+        dtype=torch.float64,
+    )
+    return per_task, losses.mean().item()
+
+
+def test_validation_is_token_weighted_over_the_whole_split_not_a_mean_of_batch_means():
+    batch = make_rows(num_rows=8, seed=21)
+    model = TinyLM()
+    batches = [split_rows(batch, [0]), split_rows(batch, [1, 2, 3, 4, 5]), split_rows(batch, [6, 7])]
+    result = evaluate_per_task(model.token_losses, batches, 3)
+    per_task, total = pooled_reference(model, batches)
+    torch.testing.assert_close(result.per_task_loss, per_task, equal_nan=True)
+    assert result.loss == pytest.approx(total, rel=1e-12)
+    assert result.tokens == int(sum((b["targets"] != -100).sum() for b in batches))
+    batch_means = [evaluate_per_task(model.token_losses, [b], 3).loss for b in batches]
+    assert sum(batch_means) / len(batch_means) != pytest.approx(result.loss, rel=1e-6)
+    assert result.metric("total", ["a", "b", "c"]) == result.loss
+    assert result.metric("b", ["a", "b", "c"]) == pytest.approx(float(per_task[1]))
+    with pytest.raises(ValueError, match="unknown validation metric"):
+        result.metric("zzz", ["a", "b", "c"])
+
+
+def test_validation_restores_train_mode_and_accepts_tuple_returns():
+    model = TinyLM()
+    model.train()
+    batch = make_rows(num_rows=2, seed=1)
+    seen = []
+
+    def fwd(b):
+        seen.append(model.training)
+        return model.token_losses(b), None
+
+    evaluate_per_task(fwd, [batch], 3, model=model)
+    assert seen == [False] and model.training
+
+
+def test_absent_task_is_nan():
+    batch = make_rows(num_rows=4, seed=2)
+    batch["task_ids"] = torch.where(
+        batch["task_ids"] >= 0, torch.zeros_like(batch["task_ids"]), batch["task_ids"]
+    )
+    result = evaluate_per_task(TinyLM().token_losses, [batch], 3)
+    assert math.isnan(result.per_task_loss[1]) and result.per_task_tokens[1] == 0
+
+
+@pytest.mark.distributed
+def test_validation_over_two_gloo_ranks_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "rank0.pt"
+    mp.spawn(
+        distributed_worker,
+        args=(2, str(tmp_path / "init"), [[0, 1, 2], [3, 4, 5, 6, 7]], str(out)),
+        nprocs=2,
+        join=True,
+    )
+    got = torch.load(out)["validation"]
+    batch = make_rows(num_rows=8, seed=3)
+    duplicate_first_row(batch)
+    model = TinyLM()
+    per_task, total = pooled_reference(model, [batch])
+    torch.testing.assert_close(got["per_task_loss"], per_task, equal_nan=True)
+    assert got["loss"] == pytest.approx(total, rel=1e-12)
+
+
+def valid_split(n=12, seed=30):
+    batch = make_rows(num_rows=n, seed=seed)
+    return [split_rows(batch, [i]) for i in range(n)]
+
+
+def sample_ids(batches):
+    return {int(s) for b in batches for s in b["sample_ids"][b["targets"] != -100].tolist()}
+
+
+def test_separate_slice_is_disjoint_from_early_stopping_set_and_covers_every_task():
+    batches = valid_split()
+    bal, rest = split_validation(batches, 3, slice_mode="separate", samples_per_task=2)
+    assert bal and rest and len(bal) + len(rest) == len(batches)
+    assert not sample_ids(bal) & sample_ids(rest)
+    tasks_in_slice = {int(t) for b in bal for t in b["task_ids"][b["targets"] != -100].tolist()}
+    assert tasks_in_slice == {0, 1, 2}
+    bal2, everything = split_validation(batches, 3, slice_mode="valid", samples_per_task=2)
+    assert len(everything) == len(batches) and sample_ids(bal2) <= sample_ids(everything)
+
+
+def test_separate_slice_too_small_fails_clearly():
+    batch = make_rows(num_rows=1, seed=4)
+    with pytest.raises(ValueError, match="too small"):
+        split_validation([batch], 3, slice_mode="separate", samples_per_task=1)
+    with pytest.raises(ValueError, match="slice must be"):
+        split_validation([batch], 3, slice_mode="train", samples_per_task=1)
+
+
+def test_balancer_slice_cycles_and_measures_its_cost():
+    batches = valid_split(n=5)
+    model = TinyLM()
+    sl = BalancerSlice(batches, 3, valid_batches=2)
+    first = sl.evaluate(model.token_losses)
+    second = sl.evaluate(model.token_losses)
+    ref_first = evaluate_per_task(model.token_losses, batches[:2], 3)
+    ref_second = evaluate_per_task(model.token_losses, batches[2:4], 3)
+    assert first.loss == pytest.approx(ref_first.loss) and second.loss == pytest.approx(ref_second.loss)
+    assert sl.calls == 2 and sl.seconds > 0
+    state = sl.state_dict()
+    resumed = BalancerSlice(batches, 3, valid_batches=2)
+    resumed.load_state_dict(state)
+    assert [id(b) for b in resumed.next_batches()] == [id(batches[4]), id(batches[0])]
