@@ -59,7 +59,8 @@ class ExecResult:
 
 def _server_env() -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-    keep.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    # the marker lets tests (and people) find any process that came from a sandbox of this client
+    keep.update(MFT_EVAL_SANDBOX_OF=str(os.getpid()), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     return keep
 
 
