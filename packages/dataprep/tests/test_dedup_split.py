@@ -1,0 +1,70 @@
+"""Exact keys, MinHash near-duplicate detection against true Jaccard, and the id-hash split."""
+
+from __future__ import annotations
+
+import random
+
+from mft_dataprep.dedup import NearDeduper, exact_key, shingle_hashes
+from mft_dataprep.split import SmallestKeys, fraction_threshold, split_key
+
+
+def test_exact_key_normalises_whitespace_and_case_only():
+    a = exact_key([("user", "Hello   World"), ("assistant", "Hi\nthere")])
+    assert a == exact_key([("user", "hello world"), ("assistant", "HI there")])
+    assert a != exact_key([("user", "hello world!"), ("assistant", "hi there")])
+    assert a != exact_key([("assistant", "hello world"), ("user", "hi there")])
+
+
+def test_shingles_hand_counted():
+    assert len(shingle_hashes("a b c d e f", 5)) == 2
+    assert len(shingle_hashes("a b", 5)) == 1
+    assert shingle_hashes("A B C D E", 5) == shingle_hashes("a  b c\nd e", 5)
+    assert shingle_hashes("", 5) == []
+
+
+def _jaccard(a: str, b: str, k: int) -> float:
+    sa, sb = set(shingle_hashes(a, k)), set(shingle_hashes(b, k))
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_near_dedup_flags_high_similarity_only():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    base = [rng.choice(vocab) for _ in range(400)]
+    near = list(base)
+    near[200] = "changed"  # one word: true shingle Jaccard about 0.975
+    far = [rng.choice(vocab) for _ in range(400)]
+    half = base[:200] + far[:200]
+    dd = NearDeduper(0.85, 128, 5)
+    dd.add("base", dd.signature([("user", " ".join(base))]))
+    assert _jaccard(" ".join(base), " ".join(near), 5) > 0.95
+    assert dd.first_similar(dd.signature([("user", " ".join(near))])) == "base"
+    assert dd.first_similar(dd.signature([("user", " ".join(far))])) is None
+    assert _jaccard(" ".join(base), " ".join(half), 5) < 0.5
+    assert dd.first_similar(dd.signature([("user", " ".join(half))])) is None
+
+
+def test_signatures_are_deterministic():
+    a = NearDeduper(0.85, 64, 5).signature([("user", "the same text every time")])
+    b = NearDeduper(0.85, 64, 5).signature([("user", "the same text every time")])
+    assert (a.hashvalues == b.hashvalues).all()
+
+
+def test_fraction_split_is_stable_and_about_right():
+    keys = [split_key(f"t-{i}", "seed") for i in range(20000)]
+    assert keys == [split_key(f"t-{i}", "seed") for i in range(20000)]
+    frac = sum(k < fraction_threshold(0.1) for k in keys) / len(keys)
+    assert 0.09 < frac < 0.11
+    assert split_key("t-1", "other") != split_key("t-1", "seed")
+
+
+def test_smallest_keys_is_order_independent():
+    keys = [split_key(f"t-{i}", "s") for i in range(1000)]
+    a, b = SmallestKeys(7), SmallestKeys(7)
+    for k in keys:
+        a.add(k)
+    for k in reversed(keys):
+        b.add(k)
+    assert a.threshold() == b.threshold()
+    assert sum(k < a.threshold() for k in keys) == 7
+    assert SmallestKeys(0).threshold() == 0
