@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from mft_trainer.sampler import GlobalSampler, task_quotas, task_weights
 
 SIZES = [40, 10, 0, 50]

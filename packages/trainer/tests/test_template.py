@@ -10,7 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import EVAL_USER_TURN, sample_conversations, tiny_tokenizer  # noqa: E402
-
 from mft_trainer.template import (  # noqa: E402
     TemplateConfig,
     TemplateError,

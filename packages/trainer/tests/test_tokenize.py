@@ -9,7 +9,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-
 from mft_trainer.dataset import open_prepared  # noqa: E402
 from mft_trainer.template import EncodedSample, TemplateConfig  # noqa: E402
 from mft_trainer.tokenize import Unit, fit_to_length, tokenize_unit  # noqa: E402
