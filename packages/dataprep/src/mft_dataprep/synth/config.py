@@ -55,8 +55,8 @@ class SynthConfig(BaseModel):
     name_syllables_max: int = Field(3, ge=1, le=8)
     const_min: int = Field(1, ge=0, le=99)
     const_max: int = Field(9, ge=1, le=999)
-    check_asserts: int = Field(5, ge=1, le=20)  # asserts in each held-out problem's `check`
-    unit_test_asserts: int = Field(3, ge=1, le=10)  # asserts in each unit-test answer
+    check_asserts: int = Field(5, ge=1, le=20)  # asserts in `check` of text-to-code and translation problems
+    unit_test_asserts: int = Field(3, ge=1, le=10)  # asserts in a unit-test answer (training and canonical)
     answer_docstring: bool = True  # answers repeat the prompt's docstring (HumanEval's prompt + solution)
     ngram: int = Field(10, ge=3, le=64)  # token n-gram size of the held-out contamination check
 
@@ -67,11 +67,15 @@ class SynthConfig(BaseModel):
                 f"name_syllables_max ({self.name_syllables_max}) < name_syllables_min ({self.name_syllables_min})"
             )
         if self.const_max < self.const_min + 2:
-            raise ValueError(f"const_max ({self.const_max}) must be at least const_min + 2 ({self.const_min + 2})")
+            raise ValueError(
+                f"const_max ({self.const_max}) must be at least const_min + 2 ({self.const_min + 2})"
+            )
         for field in ("train_counts", "heldout_counts", "heldout_hard_counts"):
             for task, count in getattr(self, field).items():
                 if count < 0 or (field == "train_counts" and count < 1):
-                    raise ValueError(f"{field}.{task}: expected a count >= {1 if field == 'train_counts' else 0}")
+                    raise ValueError(
+                        f"{field}.{task}: expected a count >= {1 if field == 'train_counts' else 0}"
+                    )
         missing = [t for t in TASKS if t not in self.train_counts]
         if missing:
             raise ValueError(f"train_counts: missing tasks {missing} (every task has training records)")

@@ -58,7 +58,9 @@ class Template:
     valid: Callable[[tuple[Any, ...]], bool] = lambda consts: True
 
 
-def _t(op: str, types: str, consts: str, build: Builder, doc: str, valid: Callable[..., bool] | None = None) -> Template:
+def _t(
+    op: str, types: str, consts: str, build: Builder, doc: str, valid: Callable[..., bool] | None = None
+) -> Template:
     kinds = {"i": INT, "s": STR, "l": LIST}
     return Template(
         op,
@@ -83,9 +85,27 @@ TEMPLATES: tuple[Template, ...] = (
     _t("add_const", "i", "num", lambda p, k: Bin("add", p[0], k[0]), "Return {a} plus {k0}."),
     _t("sub_const", "i", "num", lambda p, k: Bin("sub", p[0], k[0]), "Return {a} minus {k0}."),
     _t("mul_const", "i", "div", lambda p, k: Bin("mul", p[0], k[0]), "Return {a} times {k0}."),
-    _t("mod_const", "i", "div", lambda p, k: Bin("mod", p[0], k[0]), "Return the remainder of {a} divided by {k0}."),
-    _t("div_const", "i", "div", lambda p, k: Bin("floordiv", p[0], k[0]), "Return {a} divided by {k0}, rounded down."),
-    _t("linear", "i", "div num", lambda p, k: Bin("add", Bin("mul", p[0], k[0]), k[1]), "Return {a} times {k0} plus {k1}."),
+    _t(
+        "mod_const",
+        "i",
+        "div",
+        lambda p, k: Bin("mod", p[0], k[0]),
+        "Return the remainder of {a} divided by {k0}.",
+    ),
+    _t(
+        "div_const",
+        "i",
+        "div",
+        lambda p, k: Bin("floordiv", p[0], k[0]),
+        "Return {a} divided by {k0}, rounded down.",
+    ),
+    _t(
+        "linear",
+        "i",
+        "div num",
+        lambda p, k: Bin("add", Bin("mul", p[0], k[0]), k[1]),
+        "Return {a} times {k0} plus {k1}.",
+    ),
     _t("add_args", "ii", "", lambda p, k: Bin("add", p[0], p[1]), "Return the sum of {a} and {b}."),
     _t("sub_args", "ii", "", lambda p, k: Bin("sub", p[0], p[1]), "Return {a} minus {b}."),
     _t("mul_args", "ii", "", lambda p, k: Bin("mul", p[0], p[1]), "Return the product of {a} and {b}."),
@@ -98,8 +118,20 @@ TEMPLATES: tuple[Template, ...] = (
         lambda p, k: Call("abs", (Bin("sub", p[0], p[1]),)),
         "Return the absolute difference between {a} and {b}.",
     ),
-    _t("sum3", "iii", "", lambda p, k: Bin("add", Bin("add", p[0], p[1]), p[2]), "Return the sum of {a}, {b} and {c}."),
-    _t("weighted", "ii", "div", lambda p, k: Bin("add", Bin("mul", p[0], k[0]), p[1]), "Return {a} times {k0} plus {b}."),
+    _t(
+        "sum3",
+        "iii",
+        "",
+        lambda p, k: Bin("add", Bin("add", p[0], p[1]), p[2]),
+        "Return the sum of {a}, {b} and {c}.",
+    ),
+    _t(
+        "weighted",
+        "ii",
+        "div",
+        lambda p, k: Bin("add", Bin("mul", p[0], k[0]), p[1]),
+        "Return {a} times {k0} plus {b}.",
+    ),
     # conditionals
     _t(
         "pick_gt",
@@ -159,8 +191,20 @@ TEMPLATES: tuple[Template, ...] = (
     _t("repeat", "s", "div", lambda p, k: Bin("repeat", p[0], k[0]), "Return {a} repeated {k0} times."),
     _t("append_lit", "s", "lit", lambda p, k: Bin("concat", p[0], k[0]), "Return {a} followed by {k0}."),
     _t("prefix", "s", "num", lambda p, k: Take(p[0], k[0]), "Return the first {k0} characters of {a}."),
-    _t("suffix", "s", "num", lambda p, k: Take(p[0], k[0], last=True), "Return the last {k0} characters of {a}."),
-    _t("count_char", "s", "char", lambda p, k: Method(p[0], "count", (k[0],)), "Return how many times {k0} occurs in {a}."),
+    _t(
+        "suffix",
+        "s",
+        "num",
+        lambda p, k: Take(p[0], k[0], last=True),
+        "Return the last {k0} characters of {a}.",
+    ),
+    _t(
+        "count_char",
+        "s",
+        "char",
+        lambda p, k: Method(p[0], "count", (k[0],)),
+        "Return how many times {k0} occurs in {a}.",
+    ),
     _t(
         "replace_char",
         "s",
@@ -190,7 +234,13 @@ TEMPLATES: tuple[Template, ...] = (
     _t("list_max", "l", "", lambda p, k: Call("max", (p[0],)), "Return the largest number in {a}."),
     _t("list_min", "l", "", lambda p, k: Call("min", (p[0],)), "Return the smallest number in {a}."),
     _t("list_len", "l", "", lambda p, k: Call("len", (p[0],)), "Return the number of elements in {a}."),
-    _t("map_add", "l", "num", lambda p, k: MapList(Bin("add", X, k[0]), p[0]), "Return a list with {k0} added to every number in {a}."),
+    _t(
+        "map_add",
+        "l",
+        "num",
+        lambda p, k: MapList(Bin("add", X, k[0]), p[0]),
+        "Return a list with {k0} added to every number in {a}.",
+    ),
     _t(
         "map_mul",
         "l",
@@ -198,8 +248,20 @@ TEMPLATES: tuple[Template, ...] = (
         lambda p, k: MapList(Bin("mul", X, k[0]), p[0]),
         "Return a list with every number in {a} multiplied by {k0}.",
     ),
-    _t("filter_gt", "l", "num", lambda p, k: FilterList(Bin("gt", X, k[0]), p[0]), "Return the numbers in {a} that are greater than {k0}."),
-    _t("filter_lt", "l", "num", lambda p, k: FilterList(Bin("lt", X, k[0]), p[0]), "Return the numbers in {a} that are less than {k0}."),
+    _t(
+        "filter_gt",
+        "l",
+        "num",
+        lambda p, k: FilterList(Bin("gt", X, k[0]), p[0]),
+        "Return the numbers in {a} that are greater than {k0}.",
+    ),
+    _t(
+        "filter_lt",
+        "l",
+        "num",
+        lambda p, k: FilterList(Bin("lt", X, k[0]), p[0]),
+        "Return the numbers in {a} that are less than {k0}.",
+    ),
     _t(
         "filter_even",
         "l",
@@ -214,10 +276,18 @@ TEMPLATES: tuple[Template, ...] = (
         lambda p, k: Call("len", (FilterList(Bin("gt", X, k[0]), p[0]),)),
         "Return how many numbers in {a} are greater than {k0}.",
     ),
-    _t("list_sorted", "l", "", lambda p, k: Call("sorted", (p[0],)), "Return {a} sorted in increasing order."),
+    _t(
+        "list_sorted", "l", "", lambda p, k: Call("sorted", (p[0],)), "Return {a} sorted in increasing order."
+    ),
     _t("list_reversed", "l", "", lambda p, k: Reverse(p[0]), "Return {a} in reverse order."),
     _t("take", "l", "num", lambda p, k: Take(p[0], k[0]), "Return the first {k0} elements of {a}."),
-    _t("contains", "l", "num", lambda p, k: Contains(k[0], p[0]), "Return True if {a} contains {k0}, otherwise False."),
+    _t(
+        "contains",
+        "l",
+        "num",
+        lambda p, k: Contains(k[0], p[0]),
+        "Return True if {a} contains {k0}, otherwise False.",
+    ),
     _t(
         "sum_scaled",
         "l",
@@ -330,6 +400,7 @@ def sample_args(program: Program, rng: random.Random) -> tuple[Any, ...]:
     """One random input tuple, biased towards the program's constants so every branch gets exercised."""
     ints = [c for c in program.consts if isinstance(c, int)]
     letters = "".join(c for c in program.consts if isinstance(c, str))
+    longest = max([6, *(k + 3 for k in ints)])  # long enough for `the first k` to cut something
     args: list[Any] = []
     for kind in program.types:
         if kind == INT:
@@ -342,14 +413,14 @@ def sample_args(program: Program, rng: random.Random) -> tuple[Any, ...]:
             args.append(value)
         elif kind == STR:
             pool = (letters * 3 + string.ascii_lowercase) if letters else string.ascii_lowercase
-            text = "".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
+            text = "".join(rng.choice(pool) for _ in range(rng.randint(2, longest)))
             if program.op == "starts_with" and rng.random() < 0.5:
                 text = str(program.consts[0]) + text[:3]
             if program.op == "lower":
                 text = "".join(ch.upper() if rng.random() < 0.5 else ch for ch in text)
             args.append(text)
         else:
-            items = [rng.randint(0, 12) for _ in range(rng.randint(1, 5))]
+            items = [rng.randint(0, 12) for _ in range(rng.randint(1, longest - 1))]
             if ints and rng.random() < 0.4:
                 items[rng.randrange(len(items))] = ints[0]
             args.append(items)

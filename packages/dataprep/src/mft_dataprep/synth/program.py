@@ -40,7 +40,14 @@ BINARY: dict[str, tuple[str, int, str]] = {
 _COMPARISONS = {"gt", "lt", "ge", "le", "eq", "ne"}
 
 # Builtin calls: Python name -> Lisp name.
-CALLS: dict[str, str] = {"max": "max", "min": "min", "abs": "abs", "len": "length", "sum": "sum", "sorted": "sort"}
+CALLS: dict[str, str] = {
+    "max": "max",
+    "min": "min",
+    "abs": "abs",
+    "len": "length",
+    "sum": "sum",
+    "sorted": "sort",
+}
 # String methods: Python name -> Lisp name (called as `(lisp-name obj args...)`).
 METHODS: dict[str, str] = {
     "upper": "upcase",
@@ -138,7 +145,9 @@ class IfStmt:
     orelse: Node
 
 
-Node = Var | Int | Str | Bin | Call | Method | Reverse | Take | Contains | MapList | FilterList | IfExp | IfStmt
+Node = (
+    Var | Int | Str | Bin | Call | Method | Reverse | Take | Contains | MapList | FilterList | IfExp | IfStmt
+)
 
 
 def string_literal(value: str) -> str:
@@ -314,6 +323,8 @@ def _node_mutants(node: Node, types: dict[str, str]) -> Iterator[Node]:
                 yield Call(alt, args)
             if func in ("abs", "sorted"):
                 yield args[0]
+            if func in ("len", "sum"):  # the classic off-by-one
+                yield Bin("sub", node, Int(1))
         case Method(obj, name, args):
             for alt in _METHOD_SWAPS.get(name, ()):
                 yield Method(obj, alt, args)

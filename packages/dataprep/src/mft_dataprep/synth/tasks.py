@@ -102,11 +102,19 @@ def behaviour(program: Program, rng: random.Random, count: int) -> Behaviour:
                 break
         if len(inputs) < count:
             continue
-        for mutant, fn in compiled:
-            if any(not _same(_run(reference, a), _run(fn, a)) for a in inputs):
-                outputs = tuple(_run(reference, a)[1] for a in inputs)
-                return Behaviour(tuple(inputs), outputs, mutant)
-    raise GenerationError(f"{program.op} {program.name}: no {count} inputs expose any of {len(candidates)} mutants")
+        expected = [_run(reference, a) for a in inputs]
+        runs = [(mutant, [_run(fn, a) for a in inputs]) for mutant, fn in compiled]
+        # Prefer a mutant that runs on every input and returns a wrong value: only asserts can catch it. One
+        # that crashes (len -> sum on a string) is caught by merely calling it, so it is the last resort.
+        for must_run in (True, False):
+            for mutant, got in runs:
+                if must_run and not all(ok for ok, _ in got):
+                    continue
+                if any(not _same(e, g) for e, g in zip(expected, got, strict=True)):
+                    return Behaviour(tuple(inputs), tuple(value for _, value in expected), mutant)
+    raise GenerationError(
+        f"{program.op} {program.name}: no {count} inputs expose any of {len(candidates)} mutants"
+    )
 
 
 def _answer(task: str, program: Program, prompt: str, body: list[str], docstring: bool) -> str:
@@ -164,7 +172,9 @@ def training_turns(
     if task == "code_completion":
         full = program.source(docstring=False)
         body_text = "\n".join(program.body_lines())
-        cuts = [0] + [i for i in range(1, len(body_text)) if body_text[i - 1].isalnum() != body_text[i].isalnum()]
+        cuts = [0] + [
+            i for i in range(1, len(body_text)) if body_text[i - 1].isalnum() != body_text[i].isalnum()
+        ]
         cut = rng.choice(cuts)
         prefix = (program.signature + "\n" + body_text[:cut]).rstrip()
         return COMPLETION_INSTRUCTION.format(code=prefix), code_block(full)
@@ -179,8 +189,12 @@ def heldout_problem(
     prompt = prompt_for(task, program)
     solution = "\n".join(solution_lines(task, program, found)) + "\n"
     if task == "unit_tests":
-        reference = "\n".join(["def _synth_reference" + program.signature[4 + len(program.name) :], *program.body_lines()])
-        mutant = "\n".join(["def _synth_mutant" + program.signature[4 + len(program.name) :], *py_body(found.mutant)])
+        reference = "\n".join(
+            ["def _synth_reference" + program.signature[4 + len(program.name) :], *program.body_lines()]
+        )
+        mutant = "\n".join(
+            ["def _synth_mutant" + program.signature[4 + len(program.name) :], *py_body(found.mutant)]
+        )
         test = (
             f"{reference}\n\n\n{mutant}\n\n\n"
             "def check(candidate):\n"
@@ -217,4 +231,3 @@ def mutant_program(task: str, problem: dict[str, Any], program: Program, mutant:
         call = call_text(program.name, sample_args(program, random.Random(0)))
         return problem["prompt"] + f"    {call}\n"
     return problem["prompt"] + "\n".join(py_body(mutant)) + "\n"
-

@@ -25,9 +25,19 @@ EXPLAIN_INSTRUCTION = (
     "Write a one-line docstring for this Python function that says what it returns. "
     "Answer with the whole function in a ```python code block.\n\n```python\n{code}\n```"
 )
-LISP_WORDS = "defn fn cond else if map filter reverse take take-last member length sort upcase downcase concat repeat"
+LISP_WORDS = (
+    "defn fn cond else if map filter reverse take take-last member length sort upcase downcase concat repeat"
+)
 ALL_WORDINGS = " ".join(
-    (EVAL_INSTRUCTION, TRANSLATE_DOC, UNIT_TEST_DOC, COMPLETION_INSTRUCTION, EXPLAIN_INSTRUCTION, LISP_WORDS, "test")
+    (
+        EVAL_INSTRUCTION,
+        TRANSLATE_DOC,
+        UNIT_TEST_DOC,
+        COMPLETION_INSTRUCTION,
+        EXPLAIN_INSTRUCTION,
+        LISP_WORDS,
+        "test",
+    )
 )
 
 
