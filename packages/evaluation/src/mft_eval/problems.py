@@ -130,8 +130,11 @@ _ASSERT_CALL = re.compile(r"assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\()?
 _DEF_NAME = re.compile(r"def\s+([A-Za-z_]\w*)\s*\(")
 
 
-def _mbpp_test(setup: str, asserts: list[str]) -> str:
-    body = "\n".join("    " + a.strip() for a in asserts)
+def _mbpp_test(setup: str, asserts: list[str], entry_point: str) -> str:
+    """MBPP's assert lines inside ``check(candidate)``, calling ``candidate`` instead of the global name (so the
+    sandbox's return-type guard sees every call, as for HumanEval)."""
+    name = re.compile(rf"\b{re.escape(entry_point)}(?=\s*\()")
+    body = "\n".join("    " + name.sub("candidate", a.strip()) for a in asserts)
     return f"{setup.strip()}\n\n\ndef check(candidate):\n{body}\n"
 
 
@@ -156,7 +159,8 @@ def load_mbpp(path: Path) -> Benchmark:
             raw_id = str(_need(path, lineno, rec, "task_id", (str, int)))
             task_id = "MBPP/" + raw_id.split("/")[-1]
             title = str(rec.get("func_title") or "")
-        match = _DEF_NAME.search(title) or _ASSERT_CALL.search(asserts[0] if asserts else "")
+        # the function the asserts call is the entry point (func_title sometimes names a helper)
+        match = _ASSERT_CALL.search(asserts[0] if asserts else "") or _DEF_NAME.search(title)
         if match is None:
             raise ProblemFileError(f"{path}:{lineno}: cannot find the function name (func_title or the first assert)")
         prompt = MBPP_PROMPT.format(text=text.strip(), tests="\n".join(a.strip() for a in asserts[:3]))
@@ -165,7 +169,7 @@ def load_mbpp(path: Path) -> Benchmark:
                 task_id=task_id,
                 prompt=prompt,
                 entry_point=match.group(1),
-                test=_mbpp_test(setup, asserts),
+                test=_mbpp_test(setup, asserts, match.group(1)),
                 canonical_solution=solution.replace("\r\n", "\n"),
                 prompt_is_code=False,
             )

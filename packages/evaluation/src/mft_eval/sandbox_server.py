@@ -53,6 +53,18 @@ _DROP: tuple = ()
 ALLOWED_RETURN_TYPES = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
 
 
+def _allowed_return_types() -> frozenset:
+    """Builtin types plus standard-library value types whose equality a candidate cannot redefine (exact types
+    only: a subclass, which could override __eq__, is rejected). Captured before the candidate runs."""
+    import collections
+    import decimal
+    import fractions
+
+    stdlib = (collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque,
+              fractions.Fraction, decimal.Decimal)
+    return frozenset(ALLOWED_RETURN_TYPES + stdlib)
+
+
 def _libc():
     import ctypes  # only the server touches ctypes, before any program runs; the child's hook denies it
 
@@ -209,8 +221,11 @@ def _harness(req: dict, tmpdir: str) -> None:
     program, test, entry = req["program"], req["test"], req["entry_point"]
     guard = bool(req["guard"])
     write, exit_now, type_, id_ = os.write, os._exit, type, id
-    allowed = ALLOWED_RETURN_TYPES
-    containers = (list, tuple, set, frozenset)
+    allowed = _allowed_return_types()
+    import collections
+
+    containers = (list, tuple, set, frozenset, collections.deque)
+    mappings = (dict, collections.Counter, collections.OrderedDict, collections.defaultdict)
 
     def report(status: str, detail: str) -> None:
         detail = detail.replace("\n", " ").replace("\t", " ")[:300]
@@ -223,13 +238,13 @@ def _harness(req: dict, tmpdir: str) -> None:
         t = type_(value)
         if t not in allowed:
             raise TypeError(f"candidate returned a non-builtin type {t.__name__}")
-        if t in containers or t is dict:
+        if t in containers or t in mappings:
             if id_(value) in seen:
                 return
             seen.add(id_(value))
-            items = value.items() if t is dict else value
-            for item in items:
-                if t is dict:
+            is_mapping = t in mappings
+            for item in (dict.items(value) if is_mapping else value):
+                if is_mapping:
                     check_value(item[0], seen)
                     check_value(item[1], seen)
                 else:
@@ -259,11 +274,12 @@ def _harness(req: dict, tmpdir: str) -> None:
         exec(code, namespace)
         if entry not in namespace or not callable(namespace[entry]):
             report("failed", f"entry point {entry!r} is not defined by the program")
-        namespace[entry] = guarded(namespace[entry])
+        function = namespace[entry]  # taken before the test runs: MBPP has entry points named `check`
         exec(compile(test, "<test>", "exec"), namespace)
         if "check" not in namespace:
             report("error", "the test code does not define check(candidate)")
-        namespace["check"](namespace[entry])
+        # only the test's entry into the candidate is wrapped: recursion inside the program stays unwrapped
+        namespace["check"](guarded(function))
         try:
             sys.stdout.flush()
         except BaseException:
