@@ -237,7 +237,10 @@ def build_model(
             gradient_checkpointing_kwargs=gc_kwargs,
         )
     elif model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name goes in v6)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
 
     hf = model
     if frozen_base:
