@@ -140,12 +140,14 @@ SCHEMA = pa.schema(
 )
 
 
-def write_arrow_shard(path: Path, rows: list[dict[str, Any]]) -> str:
-    """Write one Contract-1 Arrow IPC file (temp then rename); return its sha256."""
+def write_arrow_shard(path: Path, rows: list[dict[str, Any]], *, stream: bool = True) -> str:
+    """Write one Contract-1 Arrow IPC shard (stream format like mft-prep, or file format), temp then rename;
+    return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+    new_writer = pa.ipc.new_stream if stream else pa.ipc.new_file
+    with pa.OSFile(str(tmp), "wb") as sink, new_writer(sink, SCHEMA) as writer:
         writer.write_table(table)
     tmp.rename(path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -160,13 +162,15 @@ def write_prepared_dataset(
     rows_per_shard: int = 25,
     seed: int = 0,
     records: dict[str, list[list[dict[str, str]]]] | None = None,
+    stream_format: bool = True,
 ) -> Path:
     """Write a tiny Contract-1 prepared dataset at `root` and return `root`.
 
     tasks: train record count per chat task (default 3 tasks of unequal sizes: 40, 17, 9), each also gets
     `valid_per_task` validation records. text_tasks: train counts of `kind: text` tasks (one assistant turn holding raw
     code). records: explicit train conversations per task (overrides the generated ones for that task).
-    Deterministic in `seed`.
+    stream_format: Arrow IPC stream files as mft-prep writes (manifest `shard_format: arrow-ipc-stream`), else the
+    IPC file format. Deterministic in `seed`.
     """
     root = Path(root)
     rng = random.Random(seed)
@@ -212,11 +216,12 @@ def write_prepared_dataset(
                 if not chunk:
                     continue
                 rel = f"{split}/{name}/part-{part:05d}.arrow"
-                sha = write_arrow_shard(root / rel, chunk)
+                sha = write_arrow_shard(root / rel, chunk, stream=stream_format)
                 shards.append({"path": rel, "split": split, "task": name, "rows": len(chunk), "sha256": sha})
         manifest_tasks[name] = {"kind": kind, "splits": {s: {"records": c} for s, c in counts.items()}}
     manifest = {
         "schema_version": 1,
+        "shard_format": "arrow-ipc-stream" if stream_format else "arrow-ipc-file",
         "config_hash": hashlib.sha256(f"fixture-{seed}".encode()).hexdigest(),
         "tasks": manifest_tasks,
         "shards": shards,

@@ -90,3 +90,24 @@ def test_crash_during_build_leaves_no_entry(ds, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         _build(ds, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("stream_format", [True, False], ids=["ipc-stream", "ipc-file"])
+def test_reads_both_arrow_ipc_formats(tmp_path, stream_format):
+    ds = open_prepared(write_prepared_dataset(tmp_path / "ds", stream_format=stream_format))
+    assert ds.num_records("train") == 66 and ds.num_records("valid", "code-a") == 4
+    first = next(ds.records("train", "code-b"))
+    assert first["id"] == "code-b-train-00000" and first["messages"][-1]["role"] == "assistant"
+    assert _build(ds, tmp_path / "cache").totals()["kept"] > 0
+
+
+def test_missing_manifest_or_listed_shard_fails_naming_the_file(tmp_path):
+    from mft_trainer.dataset import PreparedDatasetError
+
+    root = write_prepared_dataset(tmp_path / "ds")
+    (root / "train" / "code-a" / "part-00001.arrow").unlink()
+    with pytest.raises(PreparedDatasetError, match="train/code-a/part-00001.arrow is listed but missing"):
+        open_prepared(root)
+    (root / "manifest.json").unlink()
+    with pytest.raises(PreparedDatasetError, match="manifest.json not found"):
+        open_prepared(root)
