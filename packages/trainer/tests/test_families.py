@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
 from mft_trainer import modeling  # noqa: E402
-from mft_trainer.merge import merge_adapter  # noqa: E402
+from mft_trainer.merge import merge_adapter, resolve_base  # noqa: E402
 from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
 
 _DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -145,7 +145,8 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
     out = modeling.save_pretrained_with_template(model, tokenizer, chat_template, tmp_path / "final")
     adapter_config = json.loads((out / "adapter_config.json").read_text())
-    assert Path(adapter_config["base_model_name_or_path"]) == out / modeling.BASE_MODEL_SUBDIR
+    assert adapter_config["base_model_name_or_path"] == modeling.BASE_MODEL_SUBDIR  # relative to the adapter
+    assert resolve_base(out, None) == str(out / modeling.BASE_MODEL_SUBDIR)
     assert (out / "adapter_model.safetensors").is_file()
     saved_tok = AutoTokenizer.from_pretrained(str(out))
     assert saved_tok.chat_template == chat_template
@@ -154,7 +155,7 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     merged_dir = merge_adapter(out, tmp_path / "merged", dtype="fp32")
     assert (merged_dir / "model.safetensors").is_file() and not (merged_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), attn_implementation="sdpa").eval()
-    reloaded_base = AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]).eval()
+    reloaded_base = AutoModelForCausalLM.from_pretrained(resolve_base(out, None)).eval()
     reloaded = PeftModel.from_pretrained(reloaded_base, str(out)).eval()
     model.eval()
     ids = torch.tensor([samples[0] + samples[1]])

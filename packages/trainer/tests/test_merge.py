@@ -90,3 +90,23 @@ def test_base_resolution_and_errors(tmp_path: Path) -> None:
         merge_adapter(out, tmp_path / "again")
     with pytest.raises(ValueError, match="dtype 'fp16'"):
         merge_adapter(adapter, tmp_path / "again", dtype="fp16")
+
+
+def test_init_base_adapter_survives_being_moved(tmp_path: Path) -> None:
+    """Callers save to a temp dir and rename it (and users move run dirs): the base is found beside the adapter."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(init=LLAMA, tokenizer=str(tiny_tokenizer_dir()), dtype="fp32")
+    model = modeling.build_model(cfg, PeftSettings(r=4, alpha=8, dropout=0.0), vocab_size=len(tiny_tokenizer()))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a non-trivial adapter without a training step
+    saved = modeling.save_pretrained_with_template(model, tiny_tokenizer(), TEMPLATE, tmp_path / ".tmp-final")
+    moved = tmp_path / "run" / "final"
+    moved.parent.mkdir()
+    saved.rename(moved)
+    merged = AutoModelForCausalLM.from_pretrained(str(merge_adapter(moved, tmp_path / "merged", dtype="fp32")))
+    ids = torch.randint(3, len(tiny_tokenizer()), (1, 9), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(logits(merged.eval(), ids), logits(model.eval(), ids), rtol=0, atol=1e-5)

@@ -20,20 +20,26 @@ _RUN_METADATA = ("mft_train.json",)
 
 
 def resolve_base(adapter_dir: Path, base: str | Path | None) -> str:
-    """The base model to merge into: `base` if given, else adapter_config.json's base_model_name_or_path, else
-    the `base_model/` directory saved beside an adapter whose base was built from `model.init`."""
+    """The base model to merge into.
+
+    In order: `base` if given; adapter_config.json's base_model_name_or_path, where a relative path is read
+    relative to the adapter directory first (mft-train names an init-built base `base_model`, saved beside the
+    adapter), then as given; the `base_model/` directory beside the adapter; else a hub id as named.
+    """
     if base is not None:
         return str(base)
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
         raise ValueError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
     named = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    if named and not Path(named).is_absolute() and (adapter_dir / named).is_dir():
+        return str(adapter_dir / named)
     if named and Path(named).is_dir():
         return str(named)
     beside = adapter_dir / BASE_MODEL_SUBDIR
     if beside.is_dir():
         return str(beside)
-    if named and not Path(named).is_absolute() and not Path(named).exists():
+    if named and not Path(named).is_absolute() and not named.startswith("."):
         return str(named)  # a hub id: let transformers resolve it (fails clearly when offline)
     raise ValueError(
         f"{config_path}: base_model_name_or_path {named!r} does not exist and there is no {BASE_MODEL_SUBDIR}/ "

@@ -457,7 +457,7 @@ def save_pretrained_with_template(
 
     - full model: `model.safetensors` + `config.json`; LoRA/QLoRA: `adapter_model.safetensors` +
       `adapter_config.json` naming the base. A base built from `model.init` (no directory of its own) is copied
-      into `out_dir/base_model/` and named by its absolute path.
+      into `out_dir/base_model/` and named `base_model`, a path relative to the adapter directory.
     - the tokenizer with `chat_template` = `template` (a Jinja string, or a template config passed through
       `template.to_chat_template`), and `generation_config.json` whose eos_token_id is `eos_token` (default: the
       tokenizer's EOS, which is the token the MFTCoder template ends assistant turns with).
@@ -493,7 +493,9 @@ def save_pretrained_with_template(
                 generation_config.save_pretrained(str(tmp / BASE_MODEL_SUBDIR))
                 config_path = tmp / "adapter_config.json"
                 adapter_config = json.loads(config_path.read_text())
-                adapter_config["base_model_name_or_path"] = str(out_dir / BASE_MODEL_SUBDIR)
+                # Relative to the adapter directory (merge.resolve_base reads it so): callers often write to a
+                # temp dir and rename it, and run directories move, so an absolute path would go stale.
+                adapter_config["base_model_name_or_path"] = BASE_MODEL_SUBDIR
                 config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
         else:
             hf.generation_config = generation_config
