@@ -13,13 +13,17 @@ A pipeline is a YAML file::
         processes: 2               # >1: launched with torchrun
         config: {data: {path: "${prep.output}"}, ...}
 
-References: `${workdir}`, `${pipeline_dir}` and `${<stage>.output}` for any EARLIER stage. They are substituted in
+References: `${workdir}`, `${pipeline_dir}`, `${python_stdlib}` (the standard library folder of the interpreter
+running the pipeline: real code for the demo's pretraining), `${env.NAME}` (an environment variable) and
+`${<stage>.output}` for any EARLIER stage. They are substituted in
 every string of a stage's config before the tool validates it, so a typo in a reference fails at load time.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 TOOLS = ("prep", "synth", "train", "eval", "python")
+RESERVED = ("env", "workdir", "pipeline_dir", "python_stdlib")
 
 
 class PipelineError(ValueError):
@@ -75,6 +80,8 @@ class PipelineSpec(BaseModel):
     def _unique_stage_names(self) -> PipelineSpec:
         seen: set[str] = set()
         for stage in self.stages:
+            if stage.name in RESERVED:
+                raise ValueError(f"stage name {stage.name!r} is reserved for references (${{{stage.name}...}})")
             if stage.name in seen:
                 raise ValueError(f"stage name {stage.name!r} is used twice")
             seen.add(stage.name)
@@ -115,13 +122,18 @@ class Pipeline:
         for text in _strings(stage.config):
             for ref in REFERENCE.findall(text):
                 head = ref.split(".", 1)[0]
-                if "." in ref and head not in found:
+                if "." in ref and head != "env" and head not in found:
                     found.append(head)
         return found
 
     def resolve(self, stage: StageSpec, outputs: dict[str, Path]) -> dict[str, Any]:
         """The stage's config with every `${...}` replaced; `outputs` maps earlier stage names to output paths."""
-        variables = {"workdir": str(self.workdir), "pipeline_dir": str(self.pipeline_dir)}
+        variables = {
+            "workdir": str(self.workdir),
+            "pipeline_dir": str(self.pipeline_dir),
+            "python_stdlib": sysconfig.get_paths()["stdlib"],
+        }
+        variables.update({f"env.{name}": value for name, value in os.environ.items()})
         for name, out in outputs.items():
             variables[f"{name}.output"] = str(out)
 
@@ -133,7 +145,8 @@ class Pipeline:
                     earlier = names[: names.index(stage.name)]
                     raise PipelineError(
                         f"{self.path}: stage {stage.name!r}, key {key!r}: unknown reference ${{{ref}}}; "
-                        f"expected ${{workdir}}, ${{pipeline_dir}} or ${{<stage>.output}} of an earlier stage "
+                        f"expected ${{workdir}}, ${{pipeline_dir}}, ${{python_stdlib}}, ${{env.NAME}} of a set "
+                        f"environment variable, or ${{<stage>.output}} of an earlier stage "
                         f"({', '.join(earlier) or 'none'})"
                     )
                 return variables[ref]

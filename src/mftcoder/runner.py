@@ -110,8 +110,9 @@ def _compare(
     return "stale", reasons or ["the runner version changed"]
 
 
-def dry_run(pipeline: Pipeline, out: TextIO = sys.stdout) -> list[StagePlan]:
+def dry_run(pipeline: Pipeline, out: TextIO | None = None) -> list[StagePlan]:
     """Validate every stage's config with its tool's schema, loading no model; say what a run would do."""
+    out = out if out is not None else sys.stdout
     plans = plan(pipeline)
     produced = {p.stage.name: p.output for p in plans}
     for index, item in enumerate(plans):
@@ -139,9 +140,10 @@ def run(
     *,
     force: bool = False,
     from_stage: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline; returns (and writes) the pipeline summary."""
+    out = out if out is not None else sys.stdout
     if from_stage is not None:
         pipeline.stage(from_stage)  # names an existing stage or raises
     plans = plan(pipeline)

@@ -37,10 +37,13 @@ class Tool:
 
 
 def _validated(schema: Any, data: dict[str, Any], what: str) -> Any:
+    """Validate with a tool's schema; pydantic errors and the tools' own ConfigErrors become PipelineErrors."""
     try:
         return schema(data)
     except ValidationError as exc:
         raise PipelineError(f"{what}: {format_validation_error(exc, 'config')}") from exc
+    except ValueError as exc:  # the tools' ConfigError (missing files, bad combinations) subclasses ValueError
+        raise PipelineError(f"{what}: {exc}") from exc
 
 
 # --- prep ---------------------------------------------------------------------------------------------------------
@@ -67,10 +70,10 @@ def _synth_validate(config: dict[str, Any], base_dir: Path) -> Any:
 
 
 def _synth_run(validated: Any) -> None:
-    from mft_dataprep.synth import generate_from_config
+    from mft_dataprep.synth import generate
 
     output, cfg = validated
-    generate_from_config(cfg, output)
+    generate(output, config=cfg)
 
 
 # --- train --------------------------------------------------------------------------------------------------------
@@ -100,7 +103,14 @@ def _train_metrics(output: Path) -> dict[str, float]:
 def _eval_validate(config: dict[str, Any], base_dir: Path) -> Any:
     from mft_eval.api import EvalConfig
 
-    return _validated(lambda d: EvalConfig.from_dict(d, base_dir=base_dir), config, "eval")
+    data = dict(config)
+    for key in ("output", "model", "samples"):  # paths: relative ones resolve against the pipeline's folder
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base_dir / data[key])
+    bench = data.get("benchmark")
+    if isinstance(bench, str) and bench.endswith((".jsonl", ".json", ".jsonl.gz")) and not Path(bench).is_absolute():
+        data["benchmark"] = str(base_dir / bench)
+    return _validated(EvalConfig.model_validate, data, "eval")
 
 
 def _eval_run(cfg: Any) -> None:
