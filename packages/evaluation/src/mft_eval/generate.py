@@ -35,6 +35,7 @@ class Generation:
     raw_text: str  # everything generated, EOS excluded
     num_tokens: int
     stopped_by: str  # "eos", "stop:<seq>" or "length"
+    token_ids: tuple[int, ...] = ()
 
 
 class BackendMissingError(RuntimeError):
@@ -108,12 +109,25 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def _cache_keyword(model: Any) -> str:
+    """transformers 5 renames ``past_key_values`` to ``cache`` (the old name warns); use what forward takes."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class HFGenerator:
     """Batched decoding with per-sequence stopping. ``generate`` keeps the order of its prompts."""
 
     def __init__(self, model: Any, tokenizer: Any, stops: Sequence[str], add_special_tokens: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        tokenizer.padding_side = "left"  # decoding continues every row from its last column
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.cache_kw = _cache_keyword(model)
         self.stops = [s for s in stops if s]
         self.eos = eos_token_ids(model, tokenizer)
         self.add_special_tokens = add_special_tokens
@@ -148,7 +162,7 @@ class HFGenerator:
         with torch.inference_mode():
             out = self.model(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                past_key_values=cache, use_cache=True,
+                use_cache=True, **{self.cache_kw: cache},
             )
             for _ in range(decoding.max_new_tokens):
                 logits = out.logits[:, -1, :].float()
@@ -184,12 +198,14 @@ class HFGenerator:
                 step_positions = attention.sum(-1, keepdim=True) - 1
                 out = self.model(
                     input_ids=next_tokens[:, None], attention_mask=attention, position_ids=step_positions,
-                    past_key_values=cache, use_cache=True,
+                    use_cache=True, **{self.cache_kw: cache},
                 )
         results = []
         for seq in range(batch):
             raw = tok.decode(tokens[seq], skip_special_tokens=True)
-            results.append(Generation(truncate_at_stops(raw, self.stops), raw, len(tokens[seq]), stopped[seq]))
+            results.append(
+                Generation(truncate_at_stops(raw, self.stops), raw, len(tokens[seq]), stopped[seq], tuple(tokens[seq]))
+            )
         return results
 
     def generate(
