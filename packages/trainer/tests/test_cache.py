@@ -71,11 +71,20 @@ def test_entry_layout_and_counts(ds, tmp_path):
     assert mask.any() and ids[-2] == tiny_tokenizer().eos_token_id  # ... EOS then the "\n" after it
 
 
-def test_parallel_build_equals_in_process(ds, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "kind", ["mftcoder", pytest.param("tokenizer", marks=pytest.mark.slow)]  # HF tokenizer workers import transformers
+)
+def test_parallel_build_equals_in_process(ds, tmp_path, monkeypatch, kind):
     monkeypatch.setattr(cache_mod, "PARALLEL_MIN_RECORDS", 1)
     monkeypatch.setattr(cache_mod, "ROWS_PER_UNIT", 7)
-    serial = _build(ds, tmp_path / "c1", num_workers=0)
-    parallel = _build(ds, tmp_path / "c2", num_workers=2)
+    tok = tiny_tokenizer()
+    cfg = TemplateConfig(kind=kind)
+    if kind == "tokenizer":
+        from mft_trainer.template import to_chat_template
+
+        tok.chat_template = to_chat_template(TemplateConfig())
+    serial = _build(ds, tmp_path / "c1", tok=tok, cfg=cfg, num_workers=0)
+    parallel = _build(ds, tmp_path / "c2", tok=tok, cfg=cfg, num_workers=2)
     assert serial.key == parallel.key
     for name in ("input_ids", "loss_mask", "offsets", "task_ids"):
         assert np.array_equal(np.asarray(getattr(serial, name)), np.asarray(getattr(parallel, name))), name

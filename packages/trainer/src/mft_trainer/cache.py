@@ -155,12 +155,39 @@ def _units(dataset: PreparedDataset, split: str) -> list[Unit]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_dir: str, template_json: str, seq_length: int | None, overlong: str) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from transformers import AutoTokenizer
+@dataclass
+class LightTokenizer:
+    """What the MFTCoder template and text records need from a tokenizer, without importing transformers (a worker
+    starts in well under a second instead of several)."""
 
-    _WORKER["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer_dir)
-    _WORKER["template"] = TemplateConfig.model_validate_json(template_json)
+    backend_tokenizer: Any
+    eos_token: str | None
+    eos_token_id: int | None
+    bos_token: str | None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> dict[str, Any]:
+        return {
+            "backend_json": tokenizer.backend_tokenizer.to_str(),
+            "eos_token": tokenizer.eos_token,
+            "eos_token_id": tokenizer.eos_token_id,
+            "bos_token": tokenizer.bos_token,
+        }
+
+
+def _init_worker(tokenizer_spec: dict[str, Any], template_json: str, seq_length: int | None, overlong: str) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    template = TemplateConfig.model_validate_json(template_json)
+    if "dir" in tokenizer_spec:  # the tokenizer's own chat template needs the real HF tokenizer
+        from transformers import AutoTokenizer
+
+        _WORKER["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer_spec["dir"])
+    else:
+        from tokenizers import Tokenizer
+
+        spec = dict(tokenizer_spec)
+        _WORKER["tokenizer"] = LightTokenizer(Tokenizer.from_str(spec.pop("backend_json")), **spec)
+    _WORKER["template"] = template
     _WORKER["seq_length"] = seq_length
     _WORKER["overlong"] = overlong
 
@@ -200,14 +227,17 @@ def load_or_build(
         total_rows = sum(u.stop - u.start for u in units)
         results: list[UnitResult]
         if num_workers > 0 and total_rows >= PARALLEL_MIN_RECORDS and len(units) > 1:
-            tok_dir = tmp / "tokenizer"
-            tokenizer.save_pretrained(str(tok_dir))
+            if template_cfg.kind == "tokenizer":
+                tokenizer.save_pretrained(str(tmp / "tokenizer"))
+                spec: dict[str, Any] = {"dir": str(tmp / "tokenizer")}
+            else:
+                spec = LightTokenizer.from_tokenizer(tokenizer)
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(
                 max_workers=min(num_workers, len(units)),
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(str(tok_dir), template_cfg.model_dump_json(), fit_length, overlong),
+                initargs=(spec, template_cfg.model_dump_json(), fit_length, overlong),
             ) as pool:
                 results = list(_progress(pool.map(_work, units), len(units), progress))
         else:

@@ -255,6 +255,20 @@ def inference_prompt(messages: list[dict[str, Any]], tokenizer: Any, cfg: Templa
     return text[: spans[-1][0]]
 
 
+def _encode_many(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, offsets) per text through the Rust tokenizer directly (batched and multi-threaded); the HF wrapper's
+    per-record conversion to Python lists cost a third of the time. Same ids as `tokenizer(text,
+    add_special_tokens=False)` (tested)."""
+    if not texts:
+        return []
+    out = []
+    for enc in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False):
+        ids = np.asarray(enc.ids, dtype=np.int32)
+        offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        out.append((ids, offsets))
+    return out
+
+
 def encode_batch(
     messages_list: list[list[dict[str, Any]]], tokenizer: Any, cfg: TemplateConfig
 ) -> list[EncodedSample | TemplateError]:
@@ -265,18 +279,13 @@ def encode_batch(
             rendered.append(render(messages, tokenizer, cfg))
         except TemplateError as exc:
             rendered.append(exc)
-    texts = [r[0] for r in rendered if not isinstance(r, TemplateError)]
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
+    encoded = iter(_encode_many(tokenizer, [r[0] for r in rendered if not isinstance(r, TemplateError)]))
     out: list[EncodedSample | TemplateError] = []
-    k = 0
     for r in rendered:
         if isinstance(r, TemplateError):
             out.append(r)
             continue
-        assert enc is not None
-        ids = np.asarray(enc["input_ids"][k], dtype=np.int32)
-        offsets = np.asarray(enc["offset_mapping"][k], dtype=np.int64).reshape(-1, 2)
-        k += 1
+        ids, offsets = next(encoded)
         try:
             out.append(_mask_from_offsets(ids, offsets, r[1], tokenizer.eos_token_id))
         except TemplateError as exc:
@@ -289,9 +298,8 @@ def encode_text_batch(texts: list[str], tokenizer: Any) -> list[EncodedSample]:
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise TemplateError("the tokenizer has no eos_token; text records end with EOS")
-    bodies = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     out = []
-    for body in bodies:
-        ids = np.asarray([*body, eos_id], dtype=np.int32)
+    for body, _ in _encode_many(tokenizer, texts):
+        ids = np.append(body, np.int32(eos_id)).astype(np.int32)
         out.append(EncodedSample(ids, np.ones(len(ids), dtype=bool), (len(ids),), 0))
     return out
