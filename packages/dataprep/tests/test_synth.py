@@ -153,10 +153,19 @@ def test_config_rejects_unknown_keys_and_bad_values():
         SynthConfig(seeds=3)
     with pytest.raises(ValidationError, match="name_syllables_max"):
         SynthConfig(name_syllables_min=3, name_syllables_max=2)
-    with pytest.raises(ValidationError, match="train_counts"):
-        SynthConfig(train_counts={"text_to_code": 10})
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="train_counts.text_to_code"):
+        SynthConfig(train_counts={"text_to_code": 0})
+    with pytest.raises(ValidationError, match="bogus"):
         SynthConfig(train_counts={"text_to_code": 10, "bogus": 3})
+    with pytest.raises(ValidationError, match="scale"):
+        SynthConfig(scale=0)
+
+
+def test_partial_count_maps_keep_the_other_defaults():
+    cfg = SynthConfig(train_counts={"text_to_code": 3000}, heldout_hard_counts={"unit_tests": 0})
+    assert cfg.train_counts == {**SynthConfig().train_counts, "text_to_code": 3000}
+    assert cfg.heldout_hard_counts == {"text_to_code": 50, "translation": 25, "unit_tests": 0}
+    assert cfg.heldout_counts == SynthConfig().heldout_counts
 
 
 def test_seed_conflicting_with_config_is_an_error(tmp_path: Path):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 TaskName = Literal["text_to_code", "translation", "unit_tests", "code_explanation", "code_completion"]
 TASKS: tuple[str, ...] = ("text_to_code", "translation", "unit_tests", "code_explanation", "code_completion")
@@ -38,12 +38,17 @@ DEFAULT_HELDOUT_HARD = {"text_to_code": 50, "translation": 25, "unit_tests": 25}
 
 
 class SynthConfig(BaseModel):
-    """Options of `mft_dataprep.synth.generate`. Training counts are multiplied by `scale` (at least 1 each)."""
+    """Options of `mft_dataprep.synth.generate`. Training counts are multiplied by `scale` (at least 1 each).
+
+    The three count maps may name only some tasks: the others keep their defaults. A held-out count of 0 writes
+    no file for that task and split.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 0
-    scale: float = Field(1.0, gt=0.0, le=100.0)
+    # memory grows about 30 MB per unit of scale (the held-out n-gram index), so the cap keeps it under 1 GB
+    scale: float = Field(1.0, gt=0.0, le=20.0)
     train_counts: dict[TaskName, int] = Field(default_factory=lambda: dict(DEFAULT_TRAIN))
     heldout_counts: dict[Literal["text_to_code", "translation", "unit_tests"], int] = Field(
         default_factory=lambda: dict(DEFAULT_HELDOUT)
@@ -76,10 +81,16 @@ class SynthConfig(BaseModel):
                     raise ValueError(
                         f"{field}.{task}: expected a count >= {1 if field == 'train_counts' else 0}"
                     )
-        missing = [t for t in TASKS if t not in self.train_counts]
-        if missing:
-            raise ValueError(f"train_counts: missing tasks {missing} (every task has training records)")
         return self
+
+    @field_validator("train_counts", "heldout_counts", "heldout_hard_counts", mode="before")
+    @classmethod
+    def _merge_with_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """A partial map (`{text_to_code: 3000}`) changes those tasks and keeps the defaults for the others."""
+        defaults = {"train_counts": DEFAULT_TRAIN, "heldout_counts": DEFAULT_HELDOUT}.get(
+            info.field_name or "", DEFAULT_HELDOUT_HARD
+        )
+        return {**defaults, **value} if isinstance(value, dict) else value
 
     def scaled_train_counts(self) -> dict[str, int]:
         return {task: max(1, round(self.train_counts[task] * self.scale)) for task in TASKS}

@@ -61,9 +61,13 @@ class NameSource:
     def draw(self, count: int, avoid: set[str] | frozenset[str] = frozenset()) -> tuple[str, ...]:
         """`count` distinct names, none in `avoid`."""
         names: list[str] = []
-        for _ in range(10_000):
-            if len(names) == count:
-                return tuple(names)
+        attempts = 0
+        while len(names) < count:
+            attempts += 1
+            if attempts > 10_000:
+                raise RuntimeError(
+                    f"could not draw {count} distinct names (pool too small or too many exclusions)"
+                )
             if self._pool is not None:
                 name = self._rng.choice(self._pool)
             else:
@@ -71,4 +75,4 @@ class NameSource:
             if name in self._reserved or name in self._exclude or name in avoid or name in names:
                 continue
             names.append(name)
-        raise RuntimeError(f"could not draw {count} distinct names (pool too small or too many exclusions)")
+        return tuple(names)
