@@ -212,6 +212,7 @@ def build_corpus(cfg: SynthConfig) -> Corpus:
     index = TrainingIndex(texts, cfg.ngram)
     pool = sorted(train_names)
     passed = rejected = total = 0
+    heldout_keys: set[tuple[Any, ...]] = set()  # across splits and tasks: every held-out problem is distinct
     for split in SPLITS:
         counts_for_split = cfg.heldout_counts if split == "heldout" else cfg.heldout_hard_counts
         target = corpus.heldout_counts if split == "heldout" else corpus.heldout_hard_counts
@@ -228,20 +229,19 @@ def build_corpus(cfg: SynthConfig) -> Corpus:
                 names = NameSource(
                     rng, reserved, cfg.name_syllables_min, cfg.name_syllables_max, exclude=index.identifiers
                 )
-            seen: set[tuple[Any, ...]] = set()
             problems: list[dict[str, Any]] = []
             for i in range(count):
                 for _ in range(1000):
                     program = _draw_program(rng, templates, names, cfg)
                     ids = problem_identifiers(task, program)
-                    if program.key in train_keys or program.key in seen:
+                    if program.key in train_keys or program.key in heldout_keys:
                         continue
                     if index.contaminated(prompt_for(task, program), ids):
                         continue
                     break
                 else:
                     raise GenerationError(f"{split}/{task}: no uncontaminated problem found after 1000 tries")
-                seen.add(program.key)
+                heldout_keys.add(program.key)
                 asserts = cfg.unit_test_asserts if task == "unit_tests" else cfg.check_asserts
                 problem, found = heldout_problem(f"synth/{split}/{task}/{i}", task, program, rng, asserts)
                 total += 1

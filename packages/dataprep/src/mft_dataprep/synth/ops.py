@@ -408,8 +408,8 @@ def sample_args(program: Program, rng: random.Random) -> tuple[Any, ...]:
                 value = rng.choice(ints) + rng.choice((-1, 0, 0, 1))
             elif args and isinstance(args[-1], int) and rng.random() < 0.2:
                 value = args[-1]
-            else:
-                value = rng.randint(0, 20)
+            else:  # beside a list, in the range of its items, so filters keep some and drop some
+                value = rng.randint(0, 12 if LIST in program.types else 20)
             args.append(value)
         elif kind == STR:
             pool = (letters * 3 + string.ascii_lowercase) if letters else string.ascii_lowercase
