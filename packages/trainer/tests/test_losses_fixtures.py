@@ -151,7 +151,8 @@ def distributed_worker(
             }
         from mft_trainer.validation import evaluate_per_task
 
-        valid = evaluate_per_task(model.token_losses, micro, 3)
+        # One batch per row: the ranks hold 3 and 5 batches, so the shorter one runs masked fillers.
+        valid = evaluate_per_task(model.token_losses, [split_rows(batch, [r]) for r in rows], 3)
         results["validation"] = {"per_task_loss": valid.per_task_loss, "loss": valid.loss}
         if rank == 0:
             torch.save(results, out_file)

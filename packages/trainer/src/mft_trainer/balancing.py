@@ -82,6 +82,7 @@ class BalancingController:
         self.token_losses = token_losses
         self.model = model
         self.process_group = process_group
+        self.device = device
         self.static_weights = cfg.task_weight_vector(self.task_names)
         self.step_loss = StepLoss(
             cfg.combine_mode(K),
@@ -162,6 +163,7 @@ class BalancingController:
             self.num_tasks,
             model=self.model,
             process_group=self.process_group,
+            device=self.device,
         )
         self.validation_seconds += result.seconds
         self.valid_records.append(

@@ -77,13 +77,19 @@ def evaluate_per_task(
     *,
     model: torch.nn.Module | None = None,
     process_group: dist.ProcessGroup | None = None,
+    device: torch.device | None = None,
 ) -> ValidationResult:
     """Per-task validation loss token-weighted over all ``batches`` of all ranks (one all-reduce at the end).
 
     Every rank must call this at the same time (it all-reduces when ``torch.distributed`` is initialized), even a
-    rank with no batches. ``model``, when given, is put in eval mode for the pass and restored afterwards.
+    rank with no batches: ranks with fewer batches run fully masked filler batches (on ``device``) so that sharded
+    backends (FSDP, ZeRO-3), which need every rank in every forward, do not hang. ``model``, when given, is put in
+    eval mode for the pass and restored afterwards.
     """
     start = time.perf_counter()
+    batches = list(batches)
+    if _is_distributed(process_group):
+        batches = _pad_to_common_count(batches, process_group, device)
     sums = torch.zeros(num_tasks, dtype=torch.float64)
     counts = torch.zeros(num_tasks, dtype=torch.float64)
     with torch.no_grad(), _eval_mode(model):
@@ -124,6 +130,32 @@ def evaluate_per_task(
         tokens=int(total_tokens),
         seconds=time.perf_counter() - start,
     )
+
+
+def _pad_to_common_count(
+    batches: list[Batch], group: dist.ProcessGroup | None, device: torch.device | None
+) -> list[Batch]:
+    """Append fully masked batches until every rank has as many batches as the rank with the most."""
+    comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else None
+    count = torch.tensor([len(batches)], dtype=torch.long, device=comm)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX, group=group)
+    missing = int(count.item()) - len(batches)
+    if missing <= 0:
+        return batches
+    if batches:
+        filler = dict(batches[0])
+        filler["targets"] = torch.full_like(filler["targets"], IGNORE_INDEX)
+    else:
+        ids = torch.zeros(1, 8, dtype=torch.long, device=device)
+        filler = {
+            "input_ids": ids,
+            "targets": torch.full_like(ids, IGNORE_INDEX),
+            "position_ids": torch.arange(8, device=device).unsqueeze(0),
+            "segment_ids": torch.ones_like(ids),
+            "task_ids": torch.zeros_like(ids),
+            "sample_ids": torch.zeros_like(ids),
+        }
+    return batches + [filler] * missing
 
 
 def _batch_task_samples(batch: Batch) -> dict[int, set[int]]:
@@ -221,7 +253,12 @@ class BalancerSlice:
         process_group: dist.ProcessGroup | None = None,
     ) -> ValidationResult:
         result = evaluate_per_task(
-            token_losses, self.next_batches(), self.num_tasks, model=model, process_group=process_group
+            token_losses,
+            self.next_batches(),
+            self.num_tasks,
+            model=model,
+            process_group=process_group,
+            device=self.device,
         )
         self.seconds += result.seconds
         self.calls += 1
