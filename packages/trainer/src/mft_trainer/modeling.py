@@ -287,13 +287,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]
 
 
 def _check_packing_allowed(hf: nn.Module, attn_implementation: str, segment_ids: torch.Tensor) -> None:
-    if attn_implementation == "flash_attention_2":
+    model_type = hf.config.model_type
+    if attn_implementation == "flash_attention_2" or model_type in PACKING_VERIFIED_MODEL_TYPES:
         return
     if not bool((segment_ids.amax(dim=1) > 1).any()):
         return  # one segment per row: an ordinary padded batch
-    model_type = hf.config.model_type
-    if model_type in PACKING_VERIFIED_MODEL_TYPES:
-        return
     measured = getattr(hf, "mft_packing_isolation", {}).get(attn_implementation)
     if measured is None:
         raise ValueError(
