@@ -181,3 +181,19 @@ def test_render_marks_supervised_tokens(env):
     assert "=== task raw" in report and "=== task code-a" not in report
     with pytest.raises(ValueError, match="not a task"):
         inspect_report(cfg, TemplateConfig(), tok, seq_length=SEQ, packing=True, micro_batch_size=2, task="nope")
+
+
+def test_inspect_takes_a_train_config(env, monkeypatch):
+    """The CLI's entry: render.inspect(TrainConfig, ...) with the tokenizer the model section names."""
+    from types import SimpleNamespace
+
+    import mft_trainer.modeling as modeling
+    from mft_trainer import render
+
+    cfg, tok = env
+    monkeypatch.setattr(modeling, "load_tokenizer", lambda model_cfg: tok)
+    train_cfg = SimpleNamespace(model=None, data=cfg, template=TemplateConfig(), seq_length=SEQ, packing=False,
+                                micro_batch_size=4, seed=0)
+    text = render.inspect(train_cfg, task="code-a", n=1, plain=True)
+    assert "[[" in text and "first micro-batch (padded)" in text and "pad fraction packed" in text
+    assert "pad_fraction" in _stream(env).stats.model_dump()

@@ -185,3 +185,12 @@ def test_text_record_is_fully_supervised_and_ends_in_eos(tok):
     enc = encode_text("import os\nprint(1)\n", tok)
     assert enc.loss_mask.all() and enc.input_ids[-1] == tok.eos_token_id
     assert tok.decode(enc.input_ids[:-1].tolist()) == "import os\nprint(1)\n"
+
+
+def test_validate_template_fails_before_tokenizing(tok):
+    from mft_trainer.template import validate_template
+
+    validate_template(tok, TemplateConfig())
+    tok.chat_template = None
+    with pytest.raises(TemplateError, match="no chat_template"):
+        validate_template(tok, TemplateConfig(kind="tokenizer"))

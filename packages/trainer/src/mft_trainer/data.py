@@ -27,7 +27,7 @@ from .data_config import DataConfig
 from .dataset import open_prepared
 from .packing import Segment, best_fit_decreasing, collate_rows, make_segment
 from .sampler import GlobalSampler, task_weights
-from .template import TemplateConfig
+from .template import TemplateConfig, validate_template
 
 Batch = dict[str, torch.Tensor]
 
@@ -66,6 +66,10 @@ class StreamStats:
         self.positions += int(seg.numel())
         self.tokens += int((seg != 0).sum())
         self.supervised_tokens += int((batch["targets"] != -100).sum())
+
+    def model_dump(self) -> dict[str, Any]:
+        """Same as `as_dict` (the loop logs whichever it finds)."""
+        return self.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -313,7 +317,11 @@ def _layout(packing: bool, mode: str) -> str:
 def tokenized_split(
     data_cfg: DataConfig, template_cfg: TemplateConfig, tokenizer: Any, split: str, seq_length: int
 ) -> TokenizedSplit:
-    """Open the prepared dataset and load (or build) the tokenized cache entry of `split`."""
+    """Open the prepared dataset and load (or build) the tokenized cache entry of `split`.
+
+    Under torchrun every rank may call this at once (each builds in its own temp dir, the first rename wins); to build
+    once, call it on rank 0 first, then barrier, then build the streams."""
+    validate_template(tokenizer, template_cfg)
     dataset = open_prepared(data_cfg.path)
     return load_or_build(
         dataset,

@@ -130,4 +130,36 @@ def inspect_report(
     out.append(f"=== first micro-batch ({stream.layout})")
     out.append(render_batch_layout(batch, split.tasks))
     out.append(render_row_strip(batch))
+    if stream.layout != "pretrain":
+        from .data import pad_fractions
+
+        rep = pad_fractions(np.asarray(split.lengths), seq_length, micro_batch_size, seed=seed)
+        out.append(
+            f"=== whole train split at seq_length {seq_length}, micro_batch_size {micro_batch_size}: pad fraction "
+            f"packed {rep.packed_pad_fraction:.2%} ({rep.packed_rows} rows), padded {rep.padded_pad_fraction:.2%}"
+        )
     return "\n".join(out)
+
+
+def inspect(cfg: Any, *, task: str | None = None, n: int = 2, console: Any = None, plain: bool = False) -> str:
+    """`mft-train inspect`: load the tokenizer of a TrainConfig, build the report, print it on `console` (rich)."""
+    from .modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    text = inspect_report(
+        cfg.data,
+        cfg.template,
+        tokenizer,
+        seq_length=cfg.seq_length,
+        packing=cfg.packing,
+        micro_batch_size=cfg.micro_batch_size,
+        task=task,
+        n=n,
+        color=not plain,
+        seed=cfg.seed,
+    )
+    if console is not None:
+        from rich.text import Text
+
+        console.print(Text(text) if plain else Text.from_ansi(text), highlight=False, markup=False)
+    return text

@@ -198,6 +198,20 @@ def _mask_from_offsets(
     return EncodedSample(ids, mask, tuple(turn_ends), straddles)
 
 
+def validate_template(tokenizer: Any, cfg: TemplateConfig) -> None:
+    """Fail before any tokenization when the template cannot produce a trainable sample with this tokenizer
+    (no EOS, no chat_template for kind tokenizer, a template that never ends turns with EOS, EOS split into pieces)."""
+    probe = [
+        {"role": "user", "content": "Write a function."},
+        {"role": "assistant", "content": "def f():\n    return 1"},
+        {"role": "user", "content": "Again."},
+        {"role": "assistant", "content": "def g():\n    return 2"},
+    ]
+    enc = encode(probe, tokenizer, cfg)
+    if len(enc.turn_ends) != 2:
+        raise TemplateError(f"template {cfg.kind!r} supervised {len(enc.turn_ends)} assistant turns of 2")
+
+
 def encode_text(text: str, tokenizer: Any) -> EncodedSample:
     """A raw-text record (pretraining): its tokens + EOS, every token supervised."""
     eos_id = tokenizer.eos_token_id
