@@ -292,3 +292,21 @@ def test_sample_data_copy_runs_from_its_own_folder(tmp_path, sample_dir):
     assert config_inputs(config)[0] == (tmp_path / "s" / "raw" / "codeexercise.jsonl").resolve()
     out = run(config, tmp_path / "out", progress=False)
     assert (out / MANIFEST).is_file()
+
+
+def test_mbpp_decontamination_counts_and_invalidates(tmp_path):
+    mbpp = write_jsonl(tmp_path / "mbpp.jsonl", [{
+        "task_id": "Python/11", "prompt": "Write a python function to remove first and last occurrence of a given "
+        "character from the string.", "canonical_solution": "def remove_Occ(s,ch):\n    return s"}])
+    leaked = {"prompt": "Write a python function to remove first and last occurrence of a given character from the "
+                        "string.", "response": "def remove_Occ(s, ch): ..."}
+    src = write_jsonl(tmp_path / "r.jsonl", [leaked, {"prompt": "Say hi.", "response": "Hi."}])
+    config = make_config(tmp_path, [{"name": "t", "sources": [str(src)]}], quality={"enabled": False},
+                         decontamination={"mbpp_path": "mbpp.jsonl"})
+    m = run_with_result(config, tmp_path / "out", progress=False).manifest
+    assert m["tasks"]["t"]["contaminated_by"] == {"mbpp": 1} and m["tasks"]["t"]["kept"] == 1
+    assert [b["name"] for b in m["benchmarks"]] == ["humaneval", "mbpp"]
+    assert run_with_result(config, tmp_path / "out", progress=False).skipped
+    with open(mbpp, "a") as f:
+        f.write("\n")
+    assert not run_with_result(config, tmp_path / "out", progress=False).skipped

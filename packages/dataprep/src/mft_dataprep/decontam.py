@@ -13,13 +13,18 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .records import Message
 
-_WORD = re.compile(r"\w+")
+# Punctuation becomes a separator: on ASCII text this splits like the regex \w+ (letters, digits, underscore),
+# at about three times its speed.
+_SEPARATORS = str.maketrans({c: " " for c in string.punctuation.replace("_", "") + "\u00a0"})
 _DOCSTRING = re.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', re.DOTALL)
 _STOPWORDS = frozenset(
     "the a an and or of to in is are be for that this with it as on by if at from not return returns given "
@@ -29,7 +34,7 @@ _STOPWORDS = frozenset(
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return text.lower().translate(_SEPARATORS).split()
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
@@ -59,11 +64,50 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+# The record side hashes its n-grams with numpy instead of building a tuple per position: word hashes (Python's
+# str hash, fixed within a process) are combined by a rolling polynomial, looked up in the benchmark's sorted
+# n-gram hashes, and every hit is confirmed against the real n-gram tuples, so a hash collision can never flag a
+# record and results do not depend on the process's hash seed.
+_ROLL = np.uint64(0x100000001B3)
+_FILTER_BITS = 22
+
+
+def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
+    if len(tokens) < n:
+        return np.empty(0, dtype=np.uint64)
+    h = np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
+    m = len(tokens) - n + 1
+    acc = h[:m].copy()
+    for j in range(1, n):
+        acc *= _ROLL
+        acc += h[j : j + m]
+    return acc
+
+
 @dataclass
 class Benchmark:
     name: str
     ngrams: set[tuple[str, ...]] = field(default_factory=set)
     entry_points: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> docstring content words
+    _filter: np.ndarray | None = None  # a one-hash Bloom filter of the n-gram hashes (2^22 bits)
+
+    def _bits(self, n: int) -> np.ndarray:
+        if self._filter is None:
+            self._filter = np.zeros(1 << _FILTER_BITS, dtype=bool)
+            for gram in self.ngrams:
+                self._filter[ngram_hashes(list(gram), n) >> np.uint64(64 - _FILTER_BITS)] = True
+        return self._filter
+
+    def shared_ngram(self, tokens: list[str], n: int) -> tuple[str, ...] | None:
+        """The first n-gram of `tokens` that is also a benchmark n-gram, or None."""
+        hashes = ngram_hashes(tokens, n)
+        if not len(hashes) or not self.ngrams:
+            return None
+        for i in np.flatnonzero(self._bits(n)[hashes >> np.uint64(64 - _FILTER_BITS)]):
+            gram = tuple(tokens[i : i + n])
+            if gram in self.ngrams:
+                return gram
+        return None
 
 
 def load_humaneval(n: int, path: Path | None = None) -> Benchmark:
@@ -96,15 +140,15 @@ class Decontaminator:
 
     def check(self, messages: list[Message]) -> tuple[str, str] | None:
         """(benchmark name, detail) of the first benchmark the record overlaps, or None when clean."""
-        if not self.benchmarks:
-            return None
-        tokens = words("\n".join(content for _, content in messages))
-        grams = ngrams(tokens, self.n)
+        return self.check_tokens(words("\n".join(content for _, content in messages)))
+
+    def check_tokens(self, tokens: list[str]) -> tuple[str, str] | None:
+        """`check` on the record's `words(...)`, when the caller already has them."""
         token_set: set[str] | None = None
         for bench in self.benchmarks:
-            shared = grams & bench.ngrams
-            if shared:
-                return bench.name, f"shares the {self.n}-gram {' '.join(min(shared))!r}"
+            shared = bench.shared_ngram(tokens, self.n)
+            if shared is not None:
+                return bench.name, f"shares the {self.n}-gram {' '.join(shared)!r}"
             if bench.entry_points:
                 token_set = token_set if token_set is not None else set(tokens)
                 for name in sorted(token_set.intersection(bench.entry_points)):

@@ -1,7 +1,8 @@
 """manifest.json: what a prepared directory holds, written last so its presence means the output is complete.
 
 Also decides whether an existing output can be reused: same schema version, same config hash, the same input
-files with the same bytes (size, then sha256), and every listed shard present with its recorded size.
+files with the same bytes (size, then sha256), the same decontamination data, and every listed shard present
+with its recorded size.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def is_complete(output: Path, config: PrepConfig) -> bool:
     for (_, p), s in zip(current, recorded, strict=True):
         if p.stat().st_size != s["bytes"] or sha256_file(p) != s["sha256"]:
             return False
+    from .prep import benchmark_files  # late: prep imports this module
+
+    if manifest.get("benchmarks") != benchmark_files(config):
+        return False
     for shard in manifest.get("shards", []):
         shard_path = output / shard["path"]
         if not shard_path.is_file() or shard_path.stat().st_size != shard["bytes"]:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .config import PrepConfig, TaskConfig
 from .containers import container_of, read_items, read_text_file
-from .decontam import Benchmark, Decontaminator, load_humaneval, load_mbpp
+from .decontam import Benchmark, Decontaminator, humaneval_path, load_humaneval, load_mbpp, words
 from .dedup import ExactDeduper, NearDeduper, exact_key
 from .filters.evol import check_quality
 from .formats import PAIR_FORMATS, convert, detect_format
@@ -67,8 +67,13 @@ def resolve_output(config: PrepConfig, output: Path | str | None) -> Path:
 
 
 def content_hash(messages: list[Message]) -> str:
-    canonical = json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """sha256 over each turn's role, length and UTF-8 content: unambiguous, and cheaper than JSON-encoding."""
+    h = hashlib.sha256()
+    for role, content in messages:
+        data = content.encode("utf-8")
+        h.update(f"{role}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def _clean_output(output: Path) -> None:
@@ -186,14 +191,18 @@ class _Run:
             self.ids_seen[record_id] += 1
             if self.ids_seen[record_id] > 1:
                 record_id = f"{record_id}-{self.ids_seen[record_id]}"
+        tokens = None
         if self.decontam is not None and task.decontaminate:
-            hit = self.decontam.check(messages)
+            tokens = words("\n".join(content for _, content in messages))
+            hit = self.decontam.check_tokens(tokens)
             if hit is not None:
                 counts.contaminated_by[hit[0]] += 1
                 self.reject(counts, task.name, label, item.index, item.raw, "contaminated", hit[0], hit[1])
                 return
         if self.near is not None:
-            signature = self.near.signature(messages)
+            if tokens is None:
+                tokens = words("\n".join(content for _, content in messages))
+            signature = self.near.signature_of_words(tokens)
             similar = self.near.first_similar(signature)
             if similar is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "near_duplicate",
@@ -273,6 +282,18 @@ def run_prep(config: PrepConfig, output: Path | str | None = None, progress: boo
     return PrepResult(out, False, manifest, time.perf_counter() - start)
 
 
+def benchmark_files(config: PrepConfig) -> list[dict[str, str]]:
+    """The decontamination data this run used, by sha256 (so a changed benchmark file invalidates the output)."""
+    if not any(t.decontaminate for t in config.tasks):
+        return []
+    files = []
+    if config.decontamination.humaneval:
+        files.append(("humaneval", humaneval_path()))
+    if config.decontamination.mbpp_path is not None:
+        files.append(("mbpp", config.resolve(config.decontamination.mbpp_path)))
+    return [{"name": name, "path": path.name, "sha256": sha256_file(path)} for name, path in files]
+
+
 def build_manifest(config: PrepConfig, state: _Run, splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     shards: list[dict[str, Any]] = []
@@ -308,6 +329,7 @@ def build_manifest(config: PrepConfig, state: _Run, splits: dict[str, dict[str, 
         "totals": totals,
         "tasks": tasks,
         "sources": state.sources,
+        "benchmarks": benchmark_files(config),
         "shards": shards,
         "rejects": REJECTS,
     }

@@ -1,0 +1,149 @@
+"""Benchmark mft-prep against a bare `pyarrow.json.read_json` of the same file, and its peak memory.
+
+Generates Evol-instruction-like records (instruction/output pairs: a lognormal number of words, one fenced code
+block, prose around it; about 4% exact duplicates with changed case/spacing and 3% near duplicates), then, for
+each size, times in separate processes, interleaved: the bare read (baseline), `mft-prep` without near-dup and
+with near-dup (the defaults otherwise: Evol filters, exact dedup, HumanEval decontamination, split, shards).
+Prints ratios against the baseline of the same size measured in the same run (the machine is shared, so absolute
+seconds mean little) and every process's peak RSS.
+
+    .venv/bin/python benchmarks/prep_speed.py                      # 100k records, plus 50k for the memory check
+    .venv/bin/python benchmarks/prep_speed.py --sizes 20000 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    t0 = time.perf_counter()
+    if mode == "baseline":
+        import pyarrow.json as pj
+        rows = pj.read_json(src).num_rows
+    else:
+        from mft_dataprep.api import PrepConfig, run_with_result
+        config = PrepConfig.from_dict({
+            "tasks": [{"name": "evol", "sources": [src]}],
+            "dedup": {"near": mode == "prep-near"},
+        }, base_dir=".")
+        result = run_with_result(config, out, progress=False)
+        rows = result.manifest["totals"]["kept"]
+        totals = result.manifest["totals"]
+    seconds = time.perf_counter() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": mode, "seconds": seconds, "rows": rows, "peak_mib": peak_mib,
+                      "totals": totals if mode != "baseline" else None}))
+    """
+)
+
+_WORDS = [
+    "value", "list", "return", "function", "string", "number", "input", "output", "data", "result", "index",
+    "element", "array", "the", "a", "of", "to", "and", "in", "is", "that", "for", "it", "with", "as", "this", "we",
+    "each", "then", "loop", "check", "call", "time", "memory", "case", "edge", "sorted", "key", "dictionary",
+]
+
+
+def _word(rng: random.Random) -> str:
+    if rng.random() < 0.6:
+        return rng.choice(_WORDS)
+    return "w" + str(int(rng.paretovariate(1.1) * 10) % 30000)
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(_word(rng) for _ in range(n))
+
+
+def _lognormal(rng: random.Random, median: float, sigma: float, lo: int, hi: int) -> int:
+    return max(lo, min(hi, int(rng.lognormvariate(0, sigma) * median)))
+
+
+def make_record(rng: random.Random, i: int) -> dict:
+    """An Evol-like record; lengths follow Evol-instruction-66k's rough shape (long tail, median ~250 words)."""
+    instruction = f"Task {i}: " + _words(rng, _lognormal(rng, 40, 0.8, 4, 1200))
+    code_lines = _lognormal(rng, 18, 0.7, 1, 160)
+    code = "\n".join(f"    v{i}_{k} = {_word(rng)}_{k}({_word(rng)}, {k})" for k in range(code_lines))
+    before = _words(rng, _lognormal(rng, 40, 0.9, 0, 400))
+    after = _words(rng, _lognormal(rng, 120, 0.8, 5, 1500))
+    output = f"{before}\n\n```python\ndef solve_{i}(x):\n{code}\n    return x\n```\n\n{after}"
+    return {"instruction": instruction, "output": output}
+
+
+def generate(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    recent: list[dict] = []
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            r = rng.random()
+            if recent and r < 0.04:  # exact duplicate, with case and spacing changed
+                src = rng.choice(recent)
+                rec = {"instruction": src["instruction"].upper().replace(" ", "  "), "output": src["output"]}
+            elif recent and r < 0.07:  # near duplicate: one word of the answer changed
+                src = rng.choice(recent)
+                words = src["output"].split(" ")
+                words[rng.randrange(len(words))] = "changed"
+                rec = {"instruction": src["instruction"], "output": " ".join(words)}
+            else:
+                rec = make_record(rng, i)
+                recent = (recent + [rec])[-1000:]
+            f.write(json.dumps(rec) + "\n")
+
+
+def run_child(mode: str, src: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="50000,100000", help="comma-separated record counts")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repetitions per size")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to put inputs and outputs (default: a temp dir)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmpdir = Path(tmp)
+        results: dict[int, dict[str, list[dict]]] = {}
+        for n in sizes:
+            src = tmpdir / f"evol-{n}.jsonl"
+            generate(src, n)
+            mib = src.stat().st_size / 2**20
+            print(f"\n{n:,} records, {mib:.0f} MiB JSONL", flush=True)
+            runs: dict[str, list[dict]] = {"baseline": [], "prep": [], "prep-near": []}
+            for rep in range(args.repeats):
+                for mode in ("baseline", "prep", "baseline", "prep-near"):
+                    out = tmpdir / f"out-{n}-{mode}-{rep}"
+                    r = run_child(mode, src, out)
+                    runs[mode].append(r)
+                    print(f"  {mode:10s} {r['seconds']:7.2f} s  peak {r['peak_mib']:7.0f} MiB"
+                          + (f"  totals {r['totals']}" if r["totals"] else ""), flush=True)
+            results[n] = runs
+        print("\nsize      prep/read  prep+near/read  peak MiB: read  prep  prep+near")
+        for n, runs in results.items():
+            base = min(r["seconds"] for r in runs["baseline"])
+            prep = min(r["seconds"] for r in runs["prep"])
+            near = min(r["seconds"] for r in runs["prep-near"])
+            peak = {m: max(r["peak_mib"] for r in runs[m]) for m in runs}
+            print(f"{n:<9,} {prep / base:9.1f}x {near / base:14.1f}x  {peak['baseline']:14.0f} {peak['prep']:5.0f}"
+                  f" {peak['prep-near']:10.0f}")
+        if len(sizes) > 1:
+            lo, hi = sizes[0], sizes[-1]
+            for mode in ("baseline", "prep", "prep-near"):
+                a = max(r["peak_mib"] for r in results[lo][mode])
+                b = max(r["peak_mib"] for r in results[hi][mode])
+                print(f"peak memory {mode:10s}: {a:.0f} MiB at {lo:,} -> {b:.0f} MiB at {hi:,} ({b / a:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
