@@ -121,7 +121,8 @@ def inspect_report(
     for k, name in enumerate(split.tasks):
         if task is not None and name != task:
             continue
-        out.append(f"=== task {name}: {int(sizes[k])} samples, outcomes {split.counts[name]}")
+        outcomes = ", ".join(f"{o} {c}" for o, c in split.counts[name].items() if c)
+        out.append(f"=== task {name}: {int(sizes[k])} samples ({outcomes})")
         for i in range(int(offsets[k]), int(offsets[k]) + min(n, int(sizes[k]))):
             ids, mask = split.sample(i)
             out.append(f"--- sample {i}: {len(ids)} tokens, {int(mask.sum())} supervised")
@@ -161,5 +162,5 @@ def inspect(cfg: Any, *, task: str | None = None, n: int = 2, console: Any = Non
     if console is not None:
         from rich.text import Text
 
-        console.print(Text(text) if plain else Text.from_ansi(text), highlight=False, markup=False)
+        console.print(Text(text) if plain else Text.from_ansi(text), highlight=False, markup=False, soft_wrap=True)
     return text
