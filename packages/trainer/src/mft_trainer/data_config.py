@@ -43,7 +43,6 @@ class DataConfig(BaseModel):
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     num_workers: int = Field(2, ge=0, description="tokenizer processes; 0 tokenizes in the calling process")
-    valid_split: str = "valid"
 
     @field_validator("task_sampling")
     @classmethod
