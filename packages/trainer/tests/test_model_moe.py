@@ -122,3 +122,22 @@ def test_lora_on_fused_expert_weights_merges_exactly(tmp_path: Path) -> None:
             base = model(input_ids=batch["input_ids"][:1], use_cache=False).logits
     assert (trained - base).abs().max() > 1e-3
     torch.testing.assert_close(merged_logits, trained, rtol=0, atol=1e-4)
+
+
+def test_aux_loss_under_gradient_checkpointing_matches() -> None:
+    """Router logits recorded inside checkpointed layers still carry gradients (non-reentrant checkpointing)."""
+    batch = batch_of(rows(5, (9, 6)), 9)
+    results = []
+    for checkpointing in (False, True):
+        cfg = ModelConfig(init=MOE_INIT["mixtral"], tokenizer=str(tiny_tokenizer_dir()), dtype="fp32",
+                          attn_implementation="sdpa", moe_aux_loss_coef=0.5, gradient_checkpointing=checkpointing)
+        torch.manual_seed(0)
+        model = modeling.build_model(cfg, PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
+        assert modeling.hf_model(model).is_activation_checkpointing == checkpointing
+        token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+        (token_loss.sum() / (batch["targets"] != -100).sum() + aux).backward()
+        router = [p.grad.clone() for n, p in model.named_parameters() if n.endswith("mlp.gate.weight")]
+        results.append((aux.detach(), router))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
