@@ -230,3 +230,14 @@ def test_task_weights_act_on_single_task_micro_batches_unlike_mftcoder():
     assert ours["uniform"] != pytest.approx(ours["skewed"], rel=1e-3)
     # MFTCoder's equal micro-batch average also differs from the global task-balanced loss with uniform weights.
     assert mft(uniform) != pytest.approx(ours["uniform"], rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", COMBINE_MODES)
+def test_a_step_without_supervised_tokens_gives_zero_loss_and_gradient(mode):
+    batch = make_rows(num_rows=2, seed=6)
+    batch["targets"] = torch.full_like(batch["targets"], -100)
+    model = TinyLM()
+    result, total = run_step(model, [batch], mode)
+    assert result.loss == 0.0 and total == 0.0 and result.tokens == 0
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in model.parameters())
+    assert torch.isnan(result.per_task_loss).all()

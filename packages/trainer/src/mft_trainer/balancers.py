@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -174,7 +175,10 @@ class CoBaBalancer:
         self._steps: deque[float] = deque(maxlen=history)
         self._curves: deque[list[float]] = deque(maxlen=history)
         self._slopes: deque[list[float]] = deque(maxlen=history)
-        self._alpha_max: list[float] = []
+        # alpha_max of every post-warm-up update (DF sums over all of them): a growing float64 buffer, so that
+        # DF costs one vectorised pass per update even after 10^5 updates.
+        self._alpha_max_buf = np.empty(1024, dtype=np.float64)
+        self._alpha_max_len = 0
         self._weights = [1.0 / num_tasks] * num_tasks
         self.last: dict[str, list[float] | float] = {}
 
@@ -198,7 +202,7 @@ class CoBaBalancer:
         alpha = [fit_slope(xs, [row[k] for row in self._curves]) for k in range(K)]
         alpha_max = fit_slope(xs, [max(row) for row in self._curves])
         self._slopes.append(alpha)
-        self._alpha_max.append(alpha_max)
+        self._append_alpha_max(alpha_max)
 
         norm = sum(abs(a) for a in alpha)
         rcs = _softmax([K * a / norm if norm > 0 else 0.0 for a in alpha])
@@ -210,14 +214,29 @@ class CoBaBalancer:
             acs_logits.append(-n_win * alpha[k] / denom if denom > 0 else 0.0)
         acs = _softmax(acs_logits)
 
-        T = len(self._alpha_max)
-        denom = sum(abs(a) for a in self._alpha_max)
-        df_logits = [-self.tau * T * a / denom if denom > 0 else 0.0 for a in self._alpha_max]
-        df = min(T * _softmax(df_logits)[-1], 1.0)
+        df = self._divergence_factor()
 
         self._weights = [df * r + (1.0 - df) * a for r, a in zip(rcs, acs, strict=True)]
         self.last = {"alpha": alpha, "alpha_max": alpha_max, "rcs": rcs, "acs": acs, "df": df}
         return self.weights
+
+    def _append_alpha_max(self, value: float) -> None:
+        if self._alpha_max_len == self._alpha_max_buf.size:
+            self._alpha_max_buf = np.concatenate([self._alpha_max_buf, np.empty_like(self._alpha_max_buf)])
+        self._alpha_max_buf[self._alpha_max_len] = value
+        self._alpha_max_len += 1
+
+    def _divergence_factor(self) -> float:
+        """DF over the whole post-warm-up alpha_max history, vectorised: O(T) numpy per update, not Python."""
+        hist = self._alpha_max_buf[: self._alpha_max_len]
+        T = hist.size
+        denom = float(np.abs(hist).sum())
+        if denom == 0.0:
+            return 1.0  # every logit is 0: softmax is 1/T, T * 1/T = 1
+        logits = -self.tau * T * hist / denom
+        logits -= logits.max()
+        weights = np.exp(logits)
+        return min(T * float(weights[-1] / weights.sum()), 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -230,7 +249,7 @@ class CoBaBalancer:
             "steps": list(self._steps),
             "curves": [list(r) for r in self._curves],
             "slopes": [list(r) for r in self._slopes],
-            "alpha_max": list(self._alpha_max),
+            "alpha_max": self._alpha_max_buf[: self._alpha_max_len].tolist(),
             "weights": list(self._weights),
         }
 
@@ -244,5 +263,8 @@ class CoBaBalancer:
         self._steps = deque((float(v) for v in state["steps"]), maxlen=self.history)
         self._curves = deque(([float(v) for v in r] for r in state["curves"]), maxlen=self.history)
         self._slopes = deque(([float(v) for v in r] for r in state["slopes"]), maxlen=self.history)
-        self._alpha_max = [float(v) for v in state["alpha_max"]]
+        self._alpha_max_buf = np.empty(max(1024, len(state["alpha_max"])), dtype=np.float64)
+        self._alpha_max_len = 0
+        for v in state["alpha_max"]:
+            self._append_alpha_max(float(v))
         self._weights = [float(v) for v in state["weights"]]

@@ -386,9 +386,11 @@ class StepLoss:
                 factor = self._share * factor
         self._factor = factor
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
-        self._sum_task = torch.zeros(K, dtype=torch.float64, device=comm)
-        self._value = torch.zeros(1, dtype=torch.float64, device=comm)
-        self._prob = torch.zeros(K, dtype=torch.float64, device=comm)
+        # Accumulators live on the device of the token losses (no host sync per micro-batch); they move to the
+        # communication device once, in finish_probe / end_step.
+        self._sum_task: torch.Tensor | None = None
+        self._value: torch.Tensor | None = None
+        self._prob: torch.Tensor | None = None
         self._probe_done = False
         self._comm = comm
         self._in_step = True
@@ -446,11 +448,14 @@ class StepLoss:
         if self._sample_ids is not None:
             ids, n_sample = tabs[1], tabs[2]
             samples = mb["sample_ids"].to(like.device).long()
-            pos = torch.searchsorted(ids, samples).clamp_max(max(ids.numel() - 1, 0))
-            if ids.numel() == 0 or not torch.equal(ids[pos][supervised], samples[supervised]):
-                raise ValueError(
-                    "micro-batch holds a sample that begin_step did not see; pass the same micro-batches"
-                )
+            unseen = "micro-batch holds a sample that begin_step did not see; pass the same micro-batches"
+            if ids.numel() == 0:  # no supervised token in the whole step
+                if supervised.any():
+                    raise ValueError(unseen)
+                return torch.zeros_like(like), safe_tasks
+            pos = torch.searchsorted(ids, samples).clamp_max(ids.numel() - 1)
+            if not torch.equal(ids[pos][supervised], samples[supervised]):
+                raise ValueError(unseen)
             coef = coef / n_sample[pos]
         coef = torch.where(supervised, coef, torch.zeros_like(coef))
         return coef, safe_tasks
@@ -469,16 +474,20 @@ class StepLoss:
         if not self.needs_probe:
             raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
         coef, tasks = self._coefficients(mb, token_loss.detach())
-        contrib = (coef * torch.exp(-token_loss.detach())).reshape(-1).to(self._comm, torch.float64)
-        self._prob.index_add_(0, tasks.reshape(-1).to(self._comm), contrib)
+        contrib = (coef * torch.exp(-token_loss.detach())).reshape(-1).to(torch.float64)
+        if self._prob is None:
+            self._prob = torch.zeros(self.num_tasks, dtype=torch.float64, device=token_loss.device)
+        self._prob.index_add_(0, tasks.reshape(-1), contrib)
 
     def finish_probe(self) -> None:
         """All-reduce ``P_k`` over ranks and fix the focal_task gradient factors ``g_k`` and the loss value."""
         if not self.needs_probe:
             raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
+        prob = torch.zeros(self.num_tasks, dtype=torch.float64) if self._prob is None else self._prob
+        prob = prob.to(self._comm)
         if _is_distributed(self.process_group):
-            dist.all_reduce(self._prob, group=self.process_group)
-        prob = self._prob.cpu()
+            dist.all_reduce(prob, group=self.process_group)
+        prob = prob.cpu()
         present = self._n_task > 0
         terms = torch.where(present, focal_task_terms(prob, self.alpha, self.gamma), torch.zeros_like(prob))
         self._focal_value = float((self._share * terms).sum())
@@ -499,8 +508,10 @@ class StepLoss:
         coef, tasks = self._coefficients(mb, token_loss)
         supervised = mb["targets"].to(token_loss.device) != IGNORE_INDEX
         masked = torch.where(supervised, token_loss, torch.zeros_like(token_loss))
-        flat_tasks = tasks.reshape(-1).to(self._comm)
-        self._sum_task.index_add_(0, flat_tasks, masked.detach().reshape(-1).to(self._comm, torch.float64))
+        if self._sum_task is None:
+            self._sum_task = torch.zeros(self.num_tasks, dtype=torch.float64, device=token_loss.device)
+            self._value = torch.zeros(1, dtype=torch.float64, device=token_loss.device)
+        self._sum_task.index_add_(0, tasks.reshape(-1), masked.detach().reshape(-1).to(torch.float64))
         if self.mode == "focal_task":
             if not self._probe_done:
                 raise RuntimeError("focal_task needs the probe pass (probe + finish_probe) before micro_loss")
@@ -514,7 +525,7 @@ class StepLoss:
             loss = (coef * focal_token_loss(masked, alpha, self.gamma)).sum()
         else:
             loss = (coef * masked).sum()
-        self._value += loss.detach().to(self._comm, torch.float64)
+        self._value += loss.detach().to(torch.float64)
         return loss
 
     def end_step(self) -> StepLossResult:
@@ -522,7 +533,10 @@ class StepLoss:
         if not self._in_step:
             raise RuntimeError("end_step without begin_step")
         K = self.num_tasks
-        packed = torch.cat([self._value, self._sum_task])
+        if self._sum_task is None:  # no micro_loss on this rank (it still joins the all-reduce)
+            packed = torch.zeros(1 + K, dtype=torch.float64, device=self._comm)
+        else:
+            packed = torch.cat([self._value, self._sum_task]).to(self._comm)
         if _is_distributed(self.process_group):
             dist.all_reduce(packed, group=self.process_group)
         packed = packed.cpu()
