@@ -14,12 +14,12 @@ from mft_trainer.losses import COMBINE_MODES, StepLoss, multitask_loss  # noqa: 
 from test_losses_fixtures import (  # noqa: E402
     MODE_KWARGS,
     TinyLM,
-    distributed_worker,
     duplicate_first_row,
     flat,
     make_rows,
     run_step,
     split_rows,
+    two_rank_results,
 )
 
 # Three samples: A (task 0) losses [1, 3]; B (task 0) [5]; C (task 1) [4, 6, 8]; one unsupervised padding token.
@@ -144,19 +144,10 @@ def test_protocol_misuse_fails_clearly():
 
 
 @pytest.mark.distributed
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process():
     """Same global batch: 1 process x 8 rows vs 2 gloo ranks with unequal shares (3 and 5 rows), 2 micro-batches
     each. Row 7 repeats row 0's sample ids, so one sample is split across ranks and must still count once."""
-    import torch.multiprocessing as mp
-
-    out = tmp_path / "rank0.pt"
-    mp.spawn(
-        distributed_worker,
-        args=(2, str(tmp_path / "init"), [[0, 1, 2], [3, 4, 5, 6, 7]], str(out)),
-        nprocs=2,
-        join=True,
-    )
-    results = torch.load(out)
+    results = two_rank_results()
     batch = make_rows(num_rows=8, seed=3)
     duplicate_first_row(batch)
     model = TinyLM()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 IGNORE = -100
@@ -188,3 +191,19 @@ def train_steps(controller, model, optimizer, steps, reports: list) -> None:
             step_loss.micro_loss(model.token_losses(mb), mb).backward()
         optimizer.step()
         reports.append(controller.on_step_end(step, step_loss.end_step()))
+
+
+RANK_ROWS = [[0, 1, 2], [3, 4, 5, 6, 7]]
+
+
+@functools.cache
+def two_rank_results() -> dict:
+    """Run :func:`distributed_worker` on 2 gloo processes once per test session; rank 0's results."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    tmp = Path(tempfile.mkdtemp(prefix="mft-balance-gloo-"))
+    out = tmp / "rank0.pt"
+    mp.spawn(distributed_worker, args=(2, str(tmp / "init"), RANK_ROWS, str(out)), nprocs=2, join=True)
+    return torch.load(out)
