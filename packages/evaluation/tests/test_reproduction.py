@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from mft_eval.api import EvalConfig, load_results, load_summary, score
 from mft_eval.problems import load_humaneval, shared_data_dir
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mft_eval.sandbox import Job, Sandbox, SandboxConfig
 
 CHECK_RETURNS_1 = "def check(candidate):\n    assert candidate() == 1\n"

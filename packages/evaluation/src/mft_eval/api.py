@@ -54,7 +54,7 @@ class EvalConfig(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM only")
     k: list[int] = Field(default_factory=lambda: [1, 10, 100])
     limit: int | None = Field(None, ge=1, description="only the first N problems (smoke runs)")
-    workers: int = Field(0, ge=0, description="parallel sandboxed programs; 0 = CPU count")
+    workers: int = Field(0, ge=0, description="parallel sandboxed programs; 0 = twice the CPU count")
     memory_mb: int = Field(1024, ge=64)
     guard: bool = True
 

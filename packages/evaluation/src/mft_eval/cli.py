@@ -41,7 +41,7 @@ def score(
     header: str = typer.Option("none", help="'codefuse' prepends codefuse-evaluation's import header"),
     timeout: float = typer.Option(3.0, help="seconds per program"),
     k: str = typer.Option("1,10,100", help="pass@k values"),
-    workers: int = typer.Option(0, help="parallel programs (0 = CPUs)"),
+    workers: int = typer.Option(0, help="parallel programs (0 = 2 x CPUs)"),
     limit: int = typer.Option(None, help="only the first N problems"),
 ) -> None:
     """Score existing completions."""
@@ -70,7 +70,7 @@ def run(
     device: str = typer.Option("cpu", help="torch device for the hf backend"),
     k: str = typer.Option("1,10,100", help="pass@k values"),
     limit: int = typer.Option(None, help="only the first N problems"),
-    workers: int = typer.Option(0, help="parallel programs (0 = CPUs)"),
+    workers: int = typer.Option(0, help="parallel programs (0 = 2 x CPUs)"),
 ) -> None:
     """Generate completions with a checkpoint, then score them."""
     config = _config(model=str(model), output=output, benchmark=benchmark, prompt_mode=prompt_mode, n=n,

@@ -35,7 +35,7 @@ class SandboxConfig(BaseModel):
     max_file_mb: int = Field(16, ge=1, description="RLIMIT_FSIZE")
     max_processes: int = Field(32, ge=1, description="RLIMIT_NPROC (per uid; the server gives each worker its own uid when root)")
     output_cap: int = Field(1 << 20, ge=1024, description="bytes of stdout+stderr kept; a program printing more is killed")
-    workers: int = Field(0, ge=0, description="parallel programs; 0 = number of CPUs")
+    workers: int = Field(0, ge=0, description="parallel programs; 0 = twice the number of CPUs")
     guard: bool = Field(True, description="audit-hook guard (no writes outside the temp dir, no shell, sockets, ctypes)")
     netns: bool = Field(True, description="try a fresh network namespace (else sockets are only disabled by the guard)")
     preload: list[str] = Field(default_factory=list, description="modules the server imports before forking")
@@ -151,7 +151,8 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        n = self.config.workers or os.cpu_count() or 1
+        # programs spend much of their life in fork/exit and scheduling latency, so two per CPU keeps CPUs busy
+        n = self.config.workers or 2 * (os.cpu_count() or 1)
         self._servers = [_Server(self.config, slot) for slot in range(n)]
         self._free: list[_Server] = list(self._servers)
         self._lock = threading.Lock()
