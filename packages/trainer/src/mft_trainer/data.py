@@ -332,7 +332,7 @@ def tokenized_split(
         overlong=data_cfg.overlong,
         mode=data_cfg.mode,
         cache_dir=data_cfg.cache_dir,
-        num_workers=data_cfg.num_workers,
+        num_workers=data_cfg.resolved_num_workers(),
     )
 
 
