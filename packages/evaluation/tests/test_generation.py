@@ -170,3 +170,30 @@ def test_vllm_backend_missing_gives_a_clear_error(tiny_checkpoint, held_out_file
                         backend="vllm")
     with pytest.raises(BackendMissingError, match=r"pip install 'mft-evaluation\[vllm\]'"):
         run(config)
+
+
+def test_interrupted_run_continues_where_it_stopped(tiny_checkpoint, held_out_file, tmp_path, monkeypatch):
+    def config(out):
+        return EvalConfig(model=str(tiny_checkpoint), benchmark=str(held_out_file), output=out, prompt_mode="base",
+                          max_new_tokens=12, batch_size=1, k=[1], timeout=2)
+
+    fresh = read_jsonl(run(config(tmp_path / "fresh")) / "samples.jsonl")
+    original = HFGenerator.generate_batch
+    calls = {"n": 0}
+
+    def crash_on_second_batch(self, prompts, decoding, generator):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, prompts, decoding, generator)
+
+    monkeypatch.setattr(HFGenerator, "generate_batch", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tmp_path / "resumed"))
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    assert len(read_jsonl(tmp_path / "resumed" / "samples.partial.jsonl")) == 2  # key line + one sample
+    monkeypatch.setattr(HFGenerator, "generate_batch", original)
+    out = run(config(tmp_path / "resumed"))
+    assert load_summary(out)["settings"]["resumed_samples"] == 1
+    assert read_jsonl(out / "samples.jsonl") == fresh
+    assert not (out / "samples.partial.jsonl").exists()

@@ -98,7 +98,12 @@ def _finish(
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results, network = execute(bench, samples, config.sandbox(), config.header)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("executing", total=len(samples))
+        results, network = execute(bench, samples, config.sandbox(), config.header,
+                                   on_done=lambda _i, _r: progress.advance(task))
     elapsed = time.monotonic() - started
     values, skipped, counts, per_problem = aggregate(bench, results, config.k)
     if sample_rows is not None:
@@ -189,28 +194,49 @@ def run(config: EvalConfig) -> Path:
     stops = list(config.stop) if config.stop is not None else default_stops(mode, bench)
     prompts = [build_prompt(p, mode, tokenizer) for p in bench.problems]
     decoding = DecodingConfig(config.max_new_tokens, config.temperature, config.top_p, config.seed)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
     expanded = [(pi, si) for pi in range(len(bench.problems)) for si in range(config.n)]
-    texts = [prompts[pi] for pi, _ in expanded]
-    if config.backend == "vllm":
-        generations = vllm_generate(model_path, texts, stops, decoding, config.dtype, config.tensor_parallel_size)
-    else:
-        model = load_model(model_path, config.dtype, config.device)
-        generator = HFGenerator(model, tokenizer, stops, add_special_tokens=mode != "chat")
-        generations = _generate_with_progress(generator, texts, decoding, config.batch_size)
-    samples: list[Sample] = []
-    rows: list[dict] = []
-    for (pi, si), gen in zip(expanded, generations, strict=True):
+    generation_key = _generation_key(config, bench, mode, stops)
+    done = _read_partial(output / PARTIAL, generation_key)
+    todo = [(pi, si) for pi, si in expanded if (bench.problems[pi].task_id, si) not in done]
+
+    def to_row(pi: int, si: int, gen) -> dict:
         problem = bench.problems[pi]
         if mode == "base":
             program, how = program_from_completion(gen.text, problem), "prompt+completion"
         else:
             program, how = program_from_answer(gen.text, problem)
-        samples.append(Sample(problem.task_id, si, program, gen.text, "mft-eval"))
-        rows.append({
+        return {
             "task_id": problem.task_id, "sample_index": si, "prompt": prompts[pi], "raw_generation": gen.raw_text,
             "completion": gen.text, "program": program, "extraction": how, "stopped_by": gen.stopped_by,
             "num_tokens": gen.num_tokens,
-        })
+        }
+
+    if todo:
+        with open(output / PARTIAL, "a", encoding="utf-8") as partial:
+            if not done:
+                partial.write(json.dumps({"generation_key": generation_key}) + "\n")
+
+            def save(indices: list[int], gens: list) -> None:
+                # each finished batch is appended at once: an interrupted run continues from here
+                for i, gen in zip(indices, gens, strict=True):
+                    pi, si = todo[i]
+                    row = to_row(pi, si, gen)
+                    done[(row["task_id"], si)] = row
+                    partial.write(json.dumps(row, ensure_ascii=False) + "\n")
+                partial.flush()
+
+            texts = [prompts[pi] for pi, _ in todo]
+            if config.backend == "vllm":
+                gens = vllm_generate(model_path, texts, stops, decoding, config.dtype, config.tensor_parallel_size)
+                save(list(range(len(todo))), gens)
+            else:
+                model = load_model(model_path, config.dtype, config.device)
+                generator = HFGenerator(model, tokenizer, stops, add_special_tokens=mode != "chat")
+                _generate_with_progress(generator, texts, decoding, config.batch_size, save)
+    rows = [done[(bench.problems[pi].task_id, si)] for pi, si in expanded]
+    samples = [Sample(r["task_id"], r["sample_index"], r["program"], r["completion"], "mft-eval") for r in rows]
     template = getattr(tokenizer, "chat_template", None) if mode == "chat" else None
     settings = {
         "command": "run",
@@ -226,20 +252,61 @@ def run(config: EvalConfig) -> Path:
         "dtype": config.dtype,
         "backend": config.backend,
         "device": config.device if config.backend == "hf" else "vllm",
+        "resumed_samples": len(expanded) - len(todo),
     }
-    (Path(config.output)).mkdir(parents=True, exist_ok=True)
-    (Path(config.output) / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    return _finish(config, bench, samples, settings, rows)
+    write_json_atomic(output / "config.json", config.model_dump(mode="json"))
+    result = _finish(config, bench, samples, settings, rows)
+    (output / PARTIAL).unlink(missing_ok=True)
+    return result
 
 
-def _generate_with_progress(generator, texts: list[str], decoding, batch_size: int):
+PARTIAL = "samples.partial.jsonl"
+
+
+def _generation_key(config: EvalConfig, bench: Benchmark, mode: str, stops: list[str]) -> str:
+    """Hash of everything that changes what is generated: a partial file with another key is started afresh."""
+    fields = {
+        "model": str(Path(config.model or "").resolve()), "benchmark": bench.sha256, "limit": config.limit,
+        "mode": mode, "stops": stops, "n": config.n, "temperature": config.temperature, "top_p": config.top_p,
+        "max_new_tokens": config.max_new_tokens, "seed": config.seed, "dtype": config.dtype,
+        "backend": config.backend, "batch_size": config.batch_size,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _read_partial(path: Path, key: str) -> dict[tuple[str, int], dict]:
+    if not path.is_file():
+        return {}
+    done: dict[tuple[str, int], dict] = {}
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if header.get("generation_key") != key:
+        path.unlink()
+        return {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash: generated again
+            break
+        done[(row["task_id"], row["sample_index"])] = row
+    return done
+
+
+def _generate_with_progress(generator, texts: list[str], decoding, batch_size: int, save) -> None:
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task = progress.add_task("generating", total=len(texts))
-        return generator.generate(
-            texts, decoding, batch_size, on_batch=lambda idx, _outs: progress.advance(task, len(idx))
-        )
+
+        def on_batch(indices: list[int], gens: list) -> None:
+            save(indices, gens)
+            progress.advance(task, len(indices))
+
+        generator.generate(texts, decoding, batch_size, on_batch=on_batch)
 
 
 def load_summary(output: Path) -> dict:
