@@ -74,3 +74,19 @@ def test_unit_counts_every_outcome(tmp_path):
     res = tokenize_unit(Unit(shard, 0, 4, 0, "chat"), tok, cfg, 64, "drop")
     assert dict(res.counts) == {"kept": 1, "dropped_overlong": 2, "invalid": 1}
     assert len(res.input_ids) == int(res.lengths.sum()) == len(res.loss_mask)
+
+
+def test_train_tokenizer_saves_a_loadable_byte_level_bpe(tmp_path):
+    from mft_trainer.tokenizer_build import stdlib_python_texts, train_tokenizer
+    from transformers import AutoTokenizer
+
+    texts = list(stdlib_python_texts(200_000))
+    assert 0 < sum(len(t.encode()) for t in texts) < 200_000 + max(len(t.encode()) for t in texts)
+    train_tokenizer(texts, 400, tmp_path / "tok")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (0, 1, 2)
+    assert len(tok) == 400
+    text = "def f(x):\n    return 'héllo ✓ 𝔘'\n"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text  # byte-level: no unknown token, exact round trip
+    assert not list(tmp_path.glob(".*tmp*"))
