@@ -50,9 +50,6 @@ class TemplateConfig(BaseModel):
     after_eos: str = Field("\n", description="text after the assistant's EOS, not supervised")
     add_bos: bool = Field(False, description="start the conversation with the tokenizer's bos_token")
 
-    def cache_key(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
 
 @dataclass(frozen=True)
 class EncodedSample:
