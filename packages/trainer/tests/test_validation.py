@@ -86,23 +86,44 @@ def valid_split(n=12, seed=30):
     return [split_rows(batch, [i]) for i in range(n)]
 
 
-def sample_ids(batches):
-    return {int(s) for b in batches for s in b["sample_ids"][b["targets"] != -100].tolist()}
+def supervised_ids(batches):
+    return sorted(int(s) for b in batches for s in b["sample_ids"][b["targets"] != -100].tolist())
 
 
 def test_separate_slice_is_disjoint_from_early_stopping_set_and_covers_every_task():
-    batches = valid_split()
+    batch = make_rows(num_rows=12, seed=30)
+    batches = [
+        split_rows(batch, [i, i + 1, i + 2]) for i in range(0, 12, 3)
+    ]  # packed: several tasks per batch
     bal, rest = split_validation(batches, 3, slice_mode="separate", samples_per_task=2)
-    assert bal and rest and len(bal) + len(rest) == len(batches)
-    assert not sample_ids(bal) & sample_ids(rest)
-    tasks_in_slice = {int(t) for b in bal for t in b["task_ids"][b["targets"] != -100].tolist()}
-    assert tasks_in_slice == {0, 1, 2}
+    assert bal and rest
+    # Every validation sample lands in exactly one of the two sets, whole (all its supervised tokens).
+    assert sorted(supervised_ids(bal) + supervised_ids(rest)) == supervised_ids(batches)
+    assert not set(supervised_ids(bal)) & set(supervised_ids(rest))
+    per_task = {}
+    for b in bal:
+        mask = b["targets"] != -100
+        for t, s in zip(b["task_ids"][mask].tolist(), b["sample_ids"][mask].tolist(), strict=True):
+            per_task.setdefault(t, set()).add(s)
+    assert {k: len(v) for k, v in per_task.items()} == {0: 2, 1: 2, 2: 2}
+    # A sample's loss is the same in its slice copy as in the full batch (other targets are only masked).
+    model = TinyLM()
+    full = evaluate_per_task(model.token_losses, batches, 3)
+    parts = [evaluate_per_task(model.token_losses, part, 3) for part in (bal, rest)]
+    assert parts[0].tokens + parts[1].tokens == full.tokens
+    pooled = (parts[0].loss * parts[0].tokens + parts[1].loss * parts[1].tokens) / full.tokens
+    assert pooled == pytest.approx(full.loss, rel=1e-12)
     bal2, everything = split_validation(batches, 3, slice_mode="valid", samples_per_task=2)
-    assert len(everything) == len(batches) and sample_ids(bal2) <= sample_ids(everything)
+    assert len(everything) == len(batches) and set(supervised_ids(bal2)) <= set(supervised_ids(everything))
 
 
 def test_separate_slice_too_small_fails_clearly():
     batch = make_rows(num_rows=1, seed=4)
+    first = batch["segment_ids"] == 1
+    for key in ("targets", "task_ids", "sample_ids"):  # keep one sample only
+        batch[key] = torch.where(
+            first, batch[key], torch.full_like(batch[key], -100 if key == "targets" else -1)
+        )
     with pytest.raises(ValueError, match="too small"):
         split_validation([batch], 3, slice_mode="separate", samples_per_task=1)
     with pytest.raises(ValueError, match="slice must be"):

@@ -168,15 +168,31 @@ def _batch_task_samples(batch: Batch) -> dict[int, set[int]]:
     return out
 
 
+def _keep_samples(batch: Batch, keep: set[int], *, inside: bool) -> Batch:
+    """A view of ``batch`` whose targets supervise only the samples in ``keep`` (``inside``) or only the others.
+
+    Packed segments are isolated in attention, so masking other segments' targets leaves a sample's loss as is.
+    """
+    ids = torch.tensor(sorted(keep), dtype=batch["sample_ids"].dtype, device=batch["sample_ids"].device)
+    member = torch.isin(batch["sample_ids"], ids)
+    selected = member if inside else ~member
+    out = dict(batch)
+    out["targets"] = torch.where(selected, batch["targets"], torch.full_like(batch["targets"], IGNORE_INDEX))
+    return out
+
+
 def split_validation(
     batches: Sequence[Batch], num_tasks: int, *, slice_mode: str, samples_per_task: int
 ) -> tuple[list[Batch], list[Batch]]:
     """Choose the balancer slice from this rank's validation micro-batches: ``(slice, early_stopping_set)``.
 
-    Walks the batches in order and keeps a batch for the slice while some task it holds still has fewer than
-    ``samples_per_task`` samples there (deterministic, so every resume picks the same slice). With
-    ``slice_mode="separate"`` the chosen batches leave the early-stopping set, so model selection never reads
-    the samples the balancers steer by; with ``"valid"`` the early-stopping set is the whole split.
+    Walks the batches in order and takes, per task, the first ``samples_per_task`` samples (by sample id within a
+    batch) for the slice; deterministic, so a resumed run picks the same slice. Selection is per SAMPLE, not per
+    micro-batch: a slice batch is a copy whose targets supervise only the chosen samples. With
+    ``slice_mode="separate"`` the chosen samples leave the early-stopping set (their batches stay in it with the
+    chosen samples' targets masked), so model selection never reads the samples the balancers steer by, and a task
+    with few validation samples gives the slice at most half of them (at least one); with ``"valid"`` the
+    early-stopping set is the whole split.
     """
     if slice_mode not in ("separate", "valid"):
         raise ValueError(f"loss.validation.slice must be 'separate' or 'valid', got {slice_mode!r}")
@@ -185,30 +201,36 @@ def split_validation(
     for held in held_by_batch:
         for k, ids in held.items():
             available.setdefault(k, set()).update(ids)
-    # A task with few validation samples gives the slice at most half of them under "separate", so the
-    # early-stopping set keeps some of every task.
     quota = {
         k: min(samples_per_task, len(ids) if slice_mode == "valid" else max(1, len(ids) // 2))
         for k, ids in available.items()
     }
-    have: dict[int, set[int]] = {k: set() for k in available}
-    chosen: list[int] = []
-    for i, held in enumerate(held_by_batch):
-        if all(len(have[k]) >= quota[k] for k in have):
-            break
-        if any(len(have[k]) < quota[k] for k in held):
-            chosen.append(i)
-            for k, ids in held.items():
-                have[k].update(ids)
-    slice_batches = [batches[i] for i in chosen]
-    if slice_mode == "valid":
-        return slice_batches, list(batches)
-    rest = [b for i, b in enumerate(batches) if i not in set(chosen)]
+    have: dict[int, int] = {k: 0 for k in available}
+    slice_batches: list[Batch] = []
+    rest: list[Batch] = []
+    for batch, held in zip(batches, held_by_batch, strict=True):
+        take: set[int] = set()
+        for k, ids in sorted(held.items()):
+            need = quota[k] - have[k]
+            if need > 0:
+                chosen = sorted(ids)[:need]
+                take.update(chosen)
+                have[k] += len(chosen)
+        if not take:
+            rest.append(batch)
+            continue
+        slice_batches.append(_keep_samples(batch, take, inside=True))
+        if slice_mode == "valid":
+            rest.append(batch)
+        else:
+            remainder = _keep_samples(batch, take, inside=False)
+            if bool((remainder["targets"] != IGNORE_INDEX).any()):
+                rest.append(remainder)
     if batches and not rest:
         raise ValueError(
-            f"loss.validation.slice=separate: the validation split ({len(batches)} micro-batches on this rank) is too "
-            f"small to hold a balancer slice of {samples_per_task} samples per task AND an early-stopping set; "
-            "lower loss.validation.slice_size or use slice=valid"
+            f"loss.validation.slice=separate: the validation split on this rank ({len(batches)} micro-batches, "
+            f"samples per task {[len(available[k]) for k in sorted(available)]}) is too small to hold a balancer "
+            "slice AND an early-stopping set; add validation records or use loss.validation.slice=valid"
         )
     return slice_batches, rest
 
