@@ -16,7 +16,14 @@ Notation (REFERENCE.md section 3): token ``t`` has loss ``l_t`` (cross-entropy, 
 ``n_k`` supervised tokens of task ``k``; ``n_s`` supervised tokens of sample ``s``; ``M_k`` samples of task ``k``;
 ``N`` supervised tokens; ``S`` samples; ``K+`` the tasks present; ``w_k`` static (or balancer) task weights and
 ``W = sum_{k in K+} w_k``. A *sample* is identified by its ``sample_ids`` value (unique in the tokenized split), so the
-segments of a packed row are separate samples and each is balanced under its own task.
+segments of a packed row are separate samples and each is balanced under its own task::
+
+    one packed row (targets already shifted; t = a supervised target id)
+    segment_ids  1    1    1    1    1  |  2    2    2    2  |  0
+    task_ids     0    0    0    0    0  |  2    2    2    2  | -1
+    sample_ids   17   17   17   17   17 |  40   40   40   40 | -1
+    targets     -100 -100  t    t  -100 | -100  t    t  -100 | -100
+    -> task 0 gets 2 tokens of sample 17, task 2 gets 2 tokens of sample 40, from the same row
 
 MFTCoder normalised every balanced loss inside one micro-batch on one rank, over the tasks present in it: task
 weights did nothing when a micro-batch held one task, and every micro-batch counted equally whatever its size. Here
@@ -275,8 +282,9 @@ class StepLoss:
     ``p_t`` once the global ``P_k`` is known. The probe pass (no grad) accumulates ``P_k``; ``finish_probe``
     all-reduces it; then each micro-batch returns ``sum_t g_k c'_t (p_t - stopgrad(p_t)) + L n_mb / N`` with
     ``g_k = (w_k/W) f_k'(P_k)``: the first term carries the exact gradient and is 0 in value, the second spreads
-    the value of ``L`` over micro-batches by token share. With dropout active, the probe and gradient passes see
-    different dropout masks unless the loop replays the RNG; then the gradient is that of the probe's ``P_k``.
+    the value of ``L`` over micro-batches by token share. With dropout active, the probe and gradient passes draw
+    different dropout masks unless the loop replays the RNG state: ``g_k`` then comes from the probe's masks and
+    ``dp_t`` from the gradient pass's (exact without dropout, as in evaluation-mode tests).
     """
 
     def __init__(
