@@ -9,6 +9,7 @@ seconds mean little) and every process's peak RSS.
 
     .venv/bin/python benchmarks/prep_speed.py                      # 100k records, plus 50k for the memory check
     .venv/bin/python benchmarks/prep_speed.py --sizes 20000 --repeats 1
+    .venv/bin/python benchmarks/prep_speed.py --breakdown 20000    # CPU seconds as each stage is switched on
 """
 
 from __future__ import annotations
@@ -105,12 +106,53 @@ def run_child(mode: str, src: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+_STAGES = [
+    ("parse + validate + split + write", {"quality": {"enabled": False}, "dedup": {"exact": False, "near": False},
+                                          "tasks": [{"name": "evol", "sources": [], "decontaminate": False}]}),
+    ("+ Evol quality rules", {"dedup": {"exact": False, "near": False},
+                              "tasks": [{"name": "evol", "sources": [], "decontaminate": False}]}),
+    ("+ exact dedup", {"dedup": {"near": False}, "tasks": [{"name": "evol", "sources": [], "decontaminate": False}]}),
+    ("+ HumanEval decontamination", {"dedup": {"near": False}}),
+    ("+ near dedup (all defaults)", {}),
+]
+
+
+def breakdown(n: int, tmpdir: Path) -> None:
+    """CPU seconds (this process) of one run per cumulative stage set, against pyarrow's read_json CPU seconds."""
+    import time
+
+    import pyarrow.json as pj
+    from mft_dataprep.api import PrepConfig, run_with_result
+
+    src = tmpdir / f"evol-{n}.jsonl"
+    generate(src, n)
+    t = time.process_time()
+    pj.read_json(src)
+    base = time.process_time() - t
+    print(f"{n:,} records: pyarrow.json.read_json {base:.2f} CPU s (all threads)")
+    previous = 0.0
+    for i, (name, overrides) in enumerate(_STAGES):
+        data = {"tasks": [{"name": "evol", "sources": [str(src)]}], **overrides}
+        data["tasks"] = [{**task, "sources": [str(src)]} for task in data["tasks"]]
+        config = PrepConfig.from_dict(data, base_dir=tmpdir)
+        t = time.process_time()
+        run_with_result(config, tmpdir / f"stage-{i}", progress=False)
+        cpu = time.process_time() - t
+        print(f"  {name:34s} {cpu:6.2f} CPU s  (+{cpu - previous:5.2f})  {cpu / base:5.1f}x read_json", flush=True)
+        previous = cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="50000,100000", help="comma-separated record counts")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repetitions per size")
     parser.add_argument("--workdir", type=Path, default=None, help="where to put inputs and outputs (default: a temp dir)")
+    parser.add_argument("--breakdown", type=int, default=0, help="only time the stages on this many records")
     args = parser.parse_args()
+    if args.breakdown:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            breakdown(args.breakdown, Path(tmp))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmpdir = Path(tmp)

@@ -202,13 +202,11 @@ class _Run:
         if self.near is not None:
             if tokens is None:
                 tokens = words("\n".join(content for _, content in messages))
-            signature = self.near.signature_of_words(tokens)
-            similar = self.near.first_similar(signature)
+            similar = self.near.check_and_add(record_id, self.near.signature_of_words(tokens))
             if similar is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "near_duplicate",
-                            f"estimated Jaccard >= {self.config.dedup.threshold} with {similar}")
+                            f"MinHash LSH candidate (threshold {self.config.dedup.threshold}) of {similar}")
                 return
-            self.near.add(record_id, signature)
         key = split_key(record_id, self.config.split_for(task).seed)
         if smallest is not None:
             smallest.add(key)
@@ -257,6 +255,7 @@ class _Run:
 def run_prep(config: PrepConfig, output: Path | str | None = None, progress: bool = True) -> PrepResult:
     """Prepare the dataset `config` describes into `output` (default: the config's `output`); see module doc."""
     start = time.perf_counter()
+    config.check_sources()  # also for configs built without from_yaml/from_dict: fail before any work
     out = resolve_output(config, output)
     if is_complete(out, config):
         manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))

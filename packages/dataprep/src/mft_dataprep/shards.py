@@ -130,10 +130,10 @@ class SpoolWriter:
 
 
 def read_spool(path: Path):
-    """Yield the spooled record batches of one task (memory-mapped, so memory stays flat)."""
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_stream(source)
-        yield from reader
+    """Yield the spooled record batches of one task, one at a time (plain reads, not a memory map, so resident
+    memory stays at one batch however large the spool)."""
+    with pa.OSFile(str(path), "rb") as source:
+        yield from pa.ipc.open_stream(source)
 
 
 def open_shard(path: Path) -> pa.Table:
