@@ -102,7 +102,7 @@ def _finish(
 
     with Progress(transient=True) as progress:
         task = progress.add_task("executing", total=len(samples))
-        results, network = execute(bench, samples, config.sandbox(), config.header,
+        results, isolation = execute(bench, samples, config.sandbox(), config.header,
                                    on_done=lambda _i, _r: progress.advance(task))
     elapsed = time.monotonic() - started
     values, skipped, counts, per_problem = aggregate(bench, results, config.k)
@@ -126,7 +126,7 @@ def _finish(
             "sandbox": {
                 "memory_mb": config.memory_mb,
                 "guard": config.guard,
-                "network_isolation": network,
+                **isolation,
                 "workers": config.workers,
             },
             "harness": _harness_versions(),

@@ -164,6 +164,14 @@ class Sandbox:
         self.close()
 
     @property
+    def own_uid(self) -> bool:
+        """True when each worker's programs run under their own unprivileged uid (possible when run as root)."""
+        server = self._servers[0]
+        if not server.info:
+            server.start()
+        return server.info.get("uid") is not None
+
+    @property
     def network_isolation(self) -> str:
         """``network-namespace`` or ``sockets-disabled``: what this system allowed."""
         server = self._servers[0]

@@ -488,6 +488,25 @@ def run_one(req: dict, uid: int | None, output_cap: int) -> dict:
     }
 
 
+def _can_switch_uid(uid: int) -> bool:
+    """Probe in a throw-away child whether this system lets us switch to ``uid`` keeping CAP_DAC_READ_SEARCH."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prctl, capset, header, data = _DROP
+            os.setgroups([])
+            os.setgid(uid)
+            ok = prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == 0
+            os.setuid(uid)
+            ok = ok and capset(header, data) == 0
+            os.listdir(os.path.dirname(os.__file__))
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
     for name in [*PRELOAD_STDLIB, *config.get("preload", [])]:
@@ -497,6 +516,8 @@ def main() -> None:
             pass
     network = setup_isolation(bool(config.get("netns", True)))
     uid = int(config["uid"]) if os.geteuid() == 0 and config.get("uid") is not None else None
+    if uid is not None and not _can_switch_uid(uid):
+        uid = None  # e.g. root inside a user namespace that maps no spare uid: rely on the other layers
     output_cap = int(config.get("output_cap", 1 << 20))
     out = sys.stdout.buffer
     out.write((json.dumps({"ready": True, "network": network, "uid": uid, "pid": os.getpid()}) + "\n").encode())

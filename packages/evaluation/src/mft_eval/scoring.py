@@ -29,23 +29,13 @@ class SampleResult:
     seconds: float
 
 
-@dataclass
-class Scores:
-    results: list[SampleResult]
-    pass_at_k: dict[int, float]
-    skipped_k: list[int]
-    counts: dict[str, int]
-    per_problem: dict[str, tuple[int, int]]  # task_id -> (n, c)
-    network_isolation: str
-
-
 def execute(
     bench: Benchmark,
     samples: Sequence[Sample],
     sandbox_config: SandboxConfig,
     header: str = "none",
     on_done: Callable[[int, ExecResult], None] | None = None,
-) -> tuple[list[SampleResult], str]:
+) -> tuple[list[SampleResult], dict]:
     if header not in HEADERS:
         raise ValueError(f"unknown header {header!r}; expected one of {sorted(HEADERS)}")
     problems = bench.by_id()
@@ -57,13 +47,13 @@ def execute(
         Job(prefix + s.program, problems[s.task_id].test, problems[s.task_id].entry_point) for s in samples
     ]
     with Sandbox(config) as sandbox:
-        network = sandbox.network_isolation
+        isolation = {"network_isolation": sandbox.network_isolation, "own_uid": sandbox.own_uid}
         outcomes = sandbox.run_many(jobs, on_done)
     results = [
         SampleResult(s.task_id, s.sample_index, r.status, r.detail, r.seconds)
         for s, r in zip(samples, outcomes, strict=True)
     ]
-    return results, network
+    return results, isolation
 
 
 def aggregate(bench: Benchmark, results: Sequence[SampleResult], ks: Sequence[int]) -> tuple:
