@@ -157,6 +157,18 @@ def test_cli_run_and_report(tiny_checkpoint, held_out_file, tmp_path):
     assert missing.exit_code == 1
 
 
+def test_run_accepts_an_mft_train_run_directory(tiny_checkpoint, held_out_file, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run_dir / "final")
+    out = run(EvalConfig(model=str(run_dir), benchmark=str(held_out_file), output=tmp_path / "o",
+                         max_new_tokens=4, k=[1], timeout=2))
+    assert load_summary(out)["settings"]["model"] == str(run_dir / "final")
+    with pytest.raises(FileNotFoundError, match="no config.json or adapter_config.json"):
+        run(EvalConfig(model=str(tmp_path), benchmark=str(held_out_file), output=tmp_path / "p"))
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(Exception, match="temprature"):
         EvalConfig(output=tmp_path, temprature=0.2)

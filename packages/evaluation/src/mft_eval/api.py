@@ -183,11 +183,20 @@ def run(config: EvalConfig) -> Path:
     """Generate completions with ``config.model`` and score them. Returns the output directory."""
     if not config.model:
         raise ValueError("EvalConfig.model: run needs a checkpoint directory (--model PATH)")
+    from mft_eval.generate import (
+        DecodingConfig,
+        HFGenerator,
+        load_model,
+        load_tokenizer,
+        resolve_checkpoint,
+        vllm_generate,
+    )
+
     model_path = Path(config.model)
     if not model_path.is_dir():
         raise FileNotFoundError(f"model {str(model_path)!r}: not a directory (expected a HF checkpoint or adapter)")
+    model_path = resolve_checkpoint(model_path)
     bench = _load(config)
-    from mft_eval.generate import DecodingConfig, HFGenerator, load_model, load_tokenizer, vllm_generate
 
     tokenizer = load_tokenizer(model_path)
     mode = config.prompt_mode or default_mode(tokenizer)

@@ -68,6 +68,21 @@ def adapter_base(path: Path) -> str:
     return str(base)
 
 
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint directory itself, or the ``final/`` of an mft-train run directory (Contract 2)."""
+    path = Path(path)
+    markers = ("config.json", "adapter_config.json")
+    if any((path / m).is_file() for m in markers):
+        return path
+    final = path / "final"
+    if any((final / m).is_file() for m in markers):
+        return final
+    raise FileNotFoundError(
+        f"{path}: no config.json or adapter_config.json here or in {final} (expected a HF checkpoint, a PEFT "
+        "adapter, or an mft-train run directory)"
+    )
+
+
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
