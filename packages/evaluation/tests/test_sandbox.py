@@ -135,6 +135,26 @@ def test_always_equal_object_fails(guard):
     assert run(subclass, guard=guard, test="def check(c):\n    assert c() == [1]\n").status == "failed"
 
 
+def test_rebinding_builtins_or_the_test_globals_does_not_help():
+    program = """
+    import builtins
+    def f():
+        builtins.abs = lambda x: 0
+        builtins.len = lambda x: 3
+        globals()["expected"] = 99
+        return 99
+    """
+    test = (
+        "expected = 1\n"
+        "def check(candidate):\n"
+        "    candidate()\n"
+        "    assert abs(candidate() - expected) < 1e-6\n"
+        "    assert len([1, 2, 3]) == 3\n"
+    )
+    assert run(program, test=test).status == "failed"
+    assert run("def f():\n    return 1\n", test=test).status == "passed"
+
+
 @pytest.mark.parametrize(
     "how",
     [

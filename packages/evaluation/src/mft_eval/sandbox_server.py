@@ -22,6 +22,7 @@ isolation layers (multiprocessing's forkserver shares one process group and has 
 
 from __future__ import annotations
 
+import builtins as builtins_module
 import gc
 import json
 import os
@@ -267,6 +268,9 @@ def _harness(req: dict, tmpdir: str) -> None:
     sys.modules["__main__"] = main_module
     namespace = main_module.__dict__
     namespace["__builtins__"] = __builtins__
+    # the test runs with a copy of the builtins taken before the program ran, in a copy of the program's
+    # namespace, so a candidate that rebinds builtins.abs / len / isinstance or the test's globals changes nothing
+    clean_builtins = dict(vars(builtins_module))
     try:
         code = compile(program, "<program>", "exec")
     except BaseException as exc:
@@ -276,11 +280,13 @@ def _harness(req: dict, tmpdir: str) -> None:
         if entry not in namespace or not callable(namespace[entry]):
             report("failed", f"entry point {entry!r} is not defined by the program")
         function = namespace[entry]  # taken before the test runs: MBPP has entry points named `check`
-        exec(compile(test, "<test>", "exec"), namespace)
-        if "check" not in namespace:
+        test_namespace = dict(namespace)
+        test_namespace["__builtins__"] = clean_builtins
+        exec(compile(test, "<test>", "exec"), test_namespace)
+        if "check" not in test_namespace:
             report("error", "the test code does not define check(candidate)")
         # only the test's entry into the candidate is wrapped: recursion inside the program stays unwrapped
-        namespace["check"](guarded(function))
+        test_namespace["check"](guarded(function))
         try:
             sys.stdout.flush()
         except BaseException:
