@@ -252,6 +252,14 @@ def test_network_isolation_is_reported():
         assert sandbox.network_isolation in ("network-namespace", "sockets-disabled")
 
 
+def test_without_a_namespace_sockets_are_disabled_by_the_guard():
+    program = "import socket\ndef f():\n    socket.socket()\n    return 1\n"
+    with Sandbox(SandboxConfig(workers=1, timeout=1, netns=False)) as sandbox:
+        assert sandbox.network_isolation == "sockets-disabled"
+        result = sandbox.run(Job(program, CHECK_RETURNS_1, "f"))
+    assert result.status == "failed" and "socket" in result.detail
+
+
 @pytest.mark.parametrize("guard", [True, False])
 def test_fork_bomb_is_contained(guard):
     if not guard and not IS_ROOT:
