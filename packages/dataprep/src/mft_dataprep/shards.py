@@ -91,11 +91,13 @@ class ShardWriter:
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
-        table = pa.Table.from_batches(self._pending, schema=SCHEMA).combine_chunks()
+        # The pending batches are written as they are (not combined): one string column of a combined shard could
+        # pass Arrow's 2 GiB limit with large text records. Batch boundaries are deterministic, so are the bytes.
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA, options=self.options) as writer:
-            writer.write_table(table, max_chunksize=self.rows_per_shard)
+            for batch in self._pending:
+                writer.write_batch(batch)
         os.replace(tmp, final)
-        self.shards.append(ShardInfo(rel.as_posix(), table.num_rows, final.stat().st_size, sha256_file(final)))
+        self.shards.append(ShardInfo(rel.as_posix(), self._pending_rows, final.stat().st_size, sha256_file(final)))
         self._pending = []
         self._pending_rows = 0
 
@@ -103,9 +105,11 @@ class ShardWriter:
 class SpoolWriter:
     """Kept rows of one task in input order, with their split key, before the split is known (pass 1)."""
 
-    def __init__(self, path: Path, batch_rows: int = 2048) -> None:
+    def __init__(self, path: Path, batch_rows: int = 2048, batch_chars: int = 32 << 20) -> None:
         self.path = path
         self.batch_rows = batch_rows
+        self.batch_chars = batch_chars  # also flush on size, so a few huge text records cannot pile up
+        self._chars = 0
         self._cols: dict[str, list] = {name: [] for name in SPOOL_SCHEMA.names}
         self._sink = pa.OSFile(str(path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, SPOOL_SCHEMA)
@@ -115,13 +119,15 @@ class SpoolWriter:
         for name, values in self._cols.items():
             values.append(row[name])
         self.rows += 1
-        if len(self._cols["id"]) >= self.batch_rows:
+        self._chars += sum(len(m["content"]) for m in row["messages"])
+        if len(self._cols["id"]) >= self.batch_rows or self._chars >= self.batch_chars:
             self._flush()
 
     def _flush(self) -> None:
         if self._cols["id"]:
             self._writer.write_batch(pa.RecordBatch.from_pydict(self._cols, schema=SPOOL_SCHEMA))
             self._cols = {name: [] for name in SPOOL_SCHEMA.names}
+            self._chars = 0
 
     def close(self) -> None:
         self._flush()
