@@ -177,6 +177,30 @@ def test_writes_outside_temp_dir_do_not_escape(how, guard, tmp_path):
     assert not target.exists()
 
 
+def test_everyday_library_code_runs_under_the_guard():
+    # namedtuple, TypeVar, NamedTuple and functional Enum ask for the caller's frame; numpy imports ctypes
+    # optionally; logging looks up its caller: all must keep working under the audit hook
+    program = """
+    from collections import namedtuple
+    from typing import NamedTuple, TypeVar
+    import enum, logging, dataclasses, socket
+    import numpy as np
+    P = namedtuple("P", "x y")
+    T = TypeVar("T")
+    class Q(NamedTuple):
+        a: int
+    E = enum.Enum("E", "A B")
+    @dataclasses.dataclass
+    class D:
+        x: int = 1
+    logging.getLogger("t").warning("logged")
+    def f():
+        return P(1, 2).x + Q(0).a + D().x - 1 + int(np.zeros(1)[0])
+    """
+    result = run(program, timeout=10.0)
+    assert result.status == "passed", result.detail
+
+
 def test_writes_inside_temp_dir_are_allowed():
     program = """
     import os

@@ -119,11 +119,11 @@ def _install_guard(tmpdir: str) -> None:
         {
             "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
             "os.killpg", "subprocess.Popen", "pty.spawn", "socket.__new__", "socket.connect", "socket.bind",
-            "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto", "sys._getframe", "sys._current_frames",
-            "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.setprofile", "sys.settrace",
-            "sys.addaudithook", "os.setuid", "os.setgid", "webbrowser.open", "urllib.Request", "ftplib.connect",
-            "http.client.connect", "smtplib.connect", "os.putenv", "os.unsetenv", "resource.setrlimit",
-            "resource.prlimit", "signal.pthread_kill", "os.add_dll_directory", "mmap.__new__",
+            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr", "socket.sendto",
+            "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.setprofile",
+            "sys.settrace", "sys.addaudithook", "os.setuid", "os.setgid", "webbrowser.open", "urllib.Request",
+            "ftplib.connect", "http.client.connect", "smtplib.connect", "resource.setrlimit", "resource.prlimit",
+            "signal.pthread_kill", "os.add_dll_directory",
         }
     )
     path_events = frozenset(
@@ -133,10 +133,13 @@ def _install_guard(tmpdir: str) -> None:
             "shutil.copytree", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr",
         }
     )
-    denied_imports = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "subprocess", "multiprocessing",
-                                "socket", "_socket", "pty", "cffi"})
-    denied_getattr = frozenset({"tb_frame", "f_back", "gi_frame", "cr_frame", "ag_frame", "f_locals", "f_globals", "__globals__",
-                                "__closure__", "cell_contents"})
+    # modules that give raw C calls or process spawning; denied with ImportError so that libraries which treat
+    # them as optional (numpy and ctypes) still import
+    denied_imports = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "pty", "cffi"})
+    # attributes that hand out frames (whose locals reach the harness); frames reached through sys._getframe
+    # are refused with ValueError, the error CPython raises when the stack is not that deep, which is what
+    # namedtuple, typing, enum and logging already expect and handle
+    denied_getattr = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 
     def outside(path) -> bool:
         if isinstance(path, int):
@@ -151,6 +154,8 @@ def _install_guard(tmpdir: str) -> None:
     def hook(event: str, args: tuple) -> None:
         if event in denied_events or event.startswith("ctypes."):
             raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "sys._getframe":
+            raise ValueError("call stack is not deep enough (sandbox: frames are not available)")
         if event == "open":
             path, mode, flags = args
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
@@ -165,7 +170,7 @@ def _install_guard(tmpdir: str) -> None:
         elif event == "import":
             name = args[0]
             if name.split(".")[0] in denied_imports:
-                raise PermissionError(f"sandbox: import {name} is not allowed")
+                raise ImportError(f"sandbox: import {name} is not allowed", name=name)
         elif event == "object.__getattr__" or event == "object.__setattr__":
             if len(args) > 1 and args[1] in denied_getattr:
                 raise PermissionError(f"sandbox: attribute {args[1]} is not allowed")
