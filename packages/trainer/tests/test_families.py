@@ -21,6 +21,7 @@ from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
 from mft_trainer import modeling  # noqa: E402
 from mft_trainer.merge import merge_adapter, resolve_base  # noqa: E402
 from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.peft_setup import trainable_parameter_count  # noqa: E402
 
 _DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=128)
@@ -128,6 +129,8 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     lora_params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert lora_params and all("lora_" in n for n in lora_params)
     assert not any("lm_head" in n or "embed" in n for n in lora_params)
+    trainable, total = trainable_parameter_count(model)
+    assert trainable == sum(p.numel() for p in lora_params.values()) and 0 < trainable < total
 
     samples = random_samples(len(tokenizer), (9, 6, 8), seed=2)
     batch = stack([pack(samples[:2], 16), pack(samples[2:], 16)])
