@@ -131,6 +131,19 @@ def test_always_equal_object_fails(guard):
     """
     result = run(program, guard=guard)
     assert result.status == "failed" and "non-builtin" in result.detail
+    metaclass = """
+    class Meta(type):
+        def __eq__(cls, other):
+            return True
+        def __hash__(cls):
+            return hash(int)
+    class Fake(metaclass=Meta):
+        def __eq__(self, other):
+            return True
+    def f():
+        return Fake()
+    """
+    assert run(metaclass, guard=guard).status == "failed"
     subclass = "class S(int):\n    def __eq__(self, o):\n        return True\ndef f():\n    return [S(5)]\n"
     assert run(subclass, guard=guard, test="def check(c):\n    assert c() == [1]\n").status == "failed"
 

@@ -55,7 +55,7 @@ _DROP: tuple = ()
 ALLOWED_RETURN_TYPES = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
 
 
-def _allowed_return_types() -> frozenset:
+def _allowed_return_types() -> tuple:
     """Builtin types plus standard-library value types whose equality a candidate cannot redefine (exact types
     only: a subclass, which could override __eq__, is rejected). Captured before the candidate runs."""
     import collections
@@ -64,7 +64,7 @@ def _allowed_return_types() -> frozenset:
 
     stdlib = (collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque,
               fractions.Fraction, decimal.Decimal)
-    return frozenset(ALLOWED_RETURN_TYPES + stdlib)
+    return ALLOWED_RETURN_TYPES + stdlib
 
 
 def _libc():
@@ -241,15 +241,22 @@ def _harness(req: dict, tmpdir: str) -> None:
         finally:
             exit_now(0)
 
+    def one_of(t, types_: tuple) -> bool:
+        # identity, not `in`: a metaclass can make a candidate's class hash and compare equal to `int`
+        for allowed_type in types_:
+            if t is allowed_type:
+                return True
+        return False
+
     def check_value(value, seen: set) -> None:
         t = type_(value)
-        if t not in allowed:
+        if not one_of(t, allowed):
             raise TypeError(f"candidate returned a non-builtin type {t.__name__}")
-        if t in containers or t in mappings:
+        is_mapping = one_of(t, mappings)
+        if is_mapping or one_of(t, containers):
             if id_(value) in seen:
                 return
             seen.add(id_(value))
-            is_mapping = t in mappings
             for item in (dict.items(value) if is_mapping else value):
                 if is_mapping:
                     check_value(item[0], seen)
