@@ -114,6 +114,7 @@ class _Run:
         self.counts: dict[str, TaskCounts] = {t.name: TaskCounts(t.kind) for t in config.tasks}
         self.sources: list[dict[str, Any]] = []
         self.ids_seen: Counter = Counter()  # only used when exact dedup is off (ids must stay unique)
+        self._spools: dict[str, tuple[SpoolWriter, SmallestKeys | None]] = {}  # pass 1 -> pass 2, per task
         self.rejects = open(output / (REJECTS + ".tmp"), "w", encoding="utf-8")  # noqa: SIM115
 
     # -- pass 1 ---------------------------------------------------------------------------------------------
@@ -249,8 +250,6 @@ class _Run:
         result["note"] = note
         return result
 
-    _spools: dict[str, tuple[SpoolWriter, SmallestKeys | None]]
-
 
 def run_prep(config: PrepConfig, output: Path | str | None = None, progress: bool = True) -> PrepResult:
     """Prepare the dataset `config` describes into `output` (default: the config's `output`); see module doc."""
@@ -266,7 +265,6 @@ def run_prep(config: PrepConfig, output: Path | str | None = None, progress: boo
     total_files = sum(len(config.task_sources(t)) for t in config.tasks)
     with PrepProgress(enabled=progress, total_sources=total_files) as bar:
         state = _Run(config, out, bar)
-        state._spools = {}
         try:
             for task in config.tasks:
                 state.run_task(task)
