@@ -162,3 +162,21 @@ def test_program_from_answer_longest_valid_program_and_body_fallback():
     program, how = program_from_answer("    return sum(xs)\n", PROBLEM)
     assert how == "prompt+body" and program == PROBLEM.prompt + "    return sum(xs)\n"
     assert longest_valid_program("no code here", "f") is None
+
+
+def test_chat_answers_holding_only_the_entry_function_pass_on_all_164(tmp_path):
+    """A chat model answers with the entry function alone: imports and helpers the tests call (HumanEval/38's
+    encode_cyclic, /32's poly, /10's is_palindrome) come from the prompt."""
+    import ast
+
+    bench = load_humaneval()
+    rows = []
+    for p in bench.problems:
+        full = p.prompt + p.canonical_solution
+        node = next(n for n in ast.parse(full).body if getattr(n, "name", None) == p.entry_point)
+        answer = f"Here is the function:\n```python\n{ast.get_source_segment(full, node)}\n```\nIt works."
+        program, how = program_from_answer(answer, p)
+        assert how == "fenced-block"
+        rows.append({"task_id": p.task_id, "sample_index": 0, "program": program})
+    out = score(EvalConfig(output=tmp_path / "out", k=[1]), write_jsonl(tmp_path / "s.jsonl", rows))
+    assert load_summary(out)["counts"]["passed"] == 164

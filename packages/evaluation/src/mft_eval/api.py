@@ -20,7 +20,7 @@ from mft_eval import __version__
 from mft_eval.extract import BASE_STOPS, MBPP_BASE_STOPS, program_from_answer, program_from_completion
 from mft_eval.outputs import read_jsonl, write_json_atomic, write_jsonl_atomic
 from mft_eval.problems import Benchmark, load_benchmark
-from mft_eval.prompts import build_prompt, default_mode
+from mft_eval.prompts import MFTCODER_TEMPLATE, build_prompt, default_mode
 from mft_eval.report import write_report
 from mft_eval.samples import Sample, read_samples
 from mft_eval.sandbox import SandboxConfig
@@ -252,6 +252,7 @@ def run(config: EvalConfig) -> Path:
         "model": str(model_path),
         "prompt_mode": mode,
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if isinstance(template, str) else None,
+        "template": MFTCODER_TEMPLATE if mode == "mftcoder" else ("chat_template" if mode == "chat" else "raw prompt"),
         "stop": stops,
         "decoding": {
             "greedy": decoding.greedy, "n": config.n, "temperature": config.temperature, "top_p": config.top_p,

@@ -2,9 +2,9 @@
 
 - ``base`` prompts: cut the completion at the first stop sequence; the program is prompt + completion.
 - ``chat`` / ``mftcoder`` answers: the first fenced code block that defines the entry point, else the longest
-  syntactically valid run of lines that defines it, else (a bare body) prompt + answer. Imports at the top of a
-  HumanEval prompt (``from typing import List``) are prepended when the extracted program lacks them, since a
-  model that rewrites the signature rarely repeats them.
+  syntactically valid run of lines that defines it, else (a bare body) prompt + answer. What the prompt defines
+  besides the entry point (imports such as ``from typing import List``, helpers the tests call) is prepended when
+  the extracted program lacks it, since a model that rewrites the function rarely repeats them.
 """
 
 from __future__ import annotations
@@ -72,13 +72,45 @@ def longest_valid_program(text: str, entry_point: str) -> str | None:
     return best
 
 
-def _prompt_imports(prompt: str) -> list[str]:
-    return [ln for ln in prompt.splitlines() if ln.startswith(("import ", "from "))]
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
 
 
-def with_prompt_imports(program: str, problem: Problem) -> str:
-    missing = [ln for ln in _prompt_imports(problem.prompt) if ln not in program]
-    return "\n".join(missing + [program]) if missing else program
+def with_prompt_context(program: str, problem: Problem) -> str:
+    """Prepend what the prompt defines besides the entry point and the program lacks: its imports and helpers
+    (HumanEval/38's ``encode_cyclic``, /32's ``poly``), which the tests call and a chat answer rarely repeats."""
+    if not problem.prompt_is_code:
+        return program
+    source = problem.prompt + "    pass\n"  # a HumanEval prompt ends inside the entry point, after its docstring
+    try:
+        prompt_tree = ast.parse(source)
+        have = _top_level_names(ast.parse(program))
+    except SyntaxError:
+        return program
+    pieces = []
+    for node in prompt_tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if not {(a.asname or a.name).split(".")[0] for a in node.names} <= have or isinstance(node, ast.ImportFrom):
+                segment = ast.get_source_segment(source, node)
+                if segment and segment not in program:
+                    pieces.append(segment)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign)):
+            names = _top_level_names(ast.Module(body=[node], type_ignores=[]))
+            if problem.entry_point in names or names <= have:
+                continue
+            segment = ast.get_source_segment(source, node)
+            if segment:
+                decorators = "".join(f"@{ast.get_source_segment(source, d)}\n" for d in getattr(node, "decorator_list", []))
+                pieces.append(decorators + segment)
+    return "\n\n".join([*pieces, program]) if pieces else program
 
 
 def program_from_answer(answer: str, problem: Problem) -> tuple[str, str]:
@@ -86,10 +118,10 @@ def program_from_answer(answer: str, problem: Problem) -> tuple[str, str]:
     blocks = fenced_blocks(answer)
     for block in blocks:
         if defines(block, problem.entry_point):
-            return with_prompt_imports(block, problem), "fenced-block"
+            return with_prompt_context(block, problem), "fenced-block"
     found = longest_valid_program(answer, problem.entry_point)
     if found is not None:
-        return with_prompt_imports(found, problem), "longest-valid-program"
+        return with_prompt_context(found, problem), "longest-valid-program"
     body = blocks[0] if blocks else answer
     if problem.prompt_is_code:
         return problem.prompt + body, "prompt+body"
