@@ -158,3 +158,9 @@ def test_shipped_deepspeed_configs_filled_from_train_config(tmp_path: Path, stag
     cfg2 = TrainConfig.from_yaml(write(tmp_path, BASE), ["distributed.backend=deepspeed",
                                                         f"distributed.deepspeed_config={user}"])
     assert deepspeed_config(cfg2, world_size=1)["zero_optimization"]["stage"] == 3
+
+
+def test_only_set_dump_round_trips(tmp_path: Path) -> None:
+    cfg = TrainConfig.from_yaml(write(tmp_path, BASE), ["peft.method=full", "mode=pretrain", "optimizer.lr=0.5"])
+    again = TrainConfig.from_dict(cfg.to_yaml_dict(only_set=True))
+    assert again == cfg

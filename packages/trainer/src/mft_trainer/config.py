@@ -135,9 +135,13 @@ class TrainConfig(_Section):
         resolve_relative_paths(cfg, yaml_dir=base, cwd=base, cli_keys=set())
         return cfg
 
-    def to_yaml_dict(self) -> dict[str, Any]:
-        """JSON/YAML-safe dict of the resolved config (paths as strings)."""
-        return self.model_dump(mode="json")
+    def to_yaml_dict(self, *, only_set: bool = False) -> dict[str, Any]:
+        """JSON/YAML-safe dict of the resolved config (paths as strings).
+
+        only_set: just the keys given (plus resolved paths), which re-validates to the same config; the full dump
+        also lists every default (what mft_train.json records) but some sections reject defaults echoed back.
+        """
+        return self.model_dump(mode="json", exclude_unset=only_set)
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -207,23 +207,20 @@ class TorchBackend:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _options(self, *, loading: bool) -> Any:
+    def _options(self) -> Any:
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        sharded = self.kind in ("ddp", "fsdp2")
+        # Saving gathers full tensors on rank 0 (cpu_offload); loading gives every rank the full state and each
+        # keeps its shard (broadcast_from_rank0 hung with DDP over gloo in torch 2.13).
         return StateDictOptions(
-            full_state_dict=True,
-            cpu_offload=sharded,
-            ignore_frozen_params=True,
-            strict=False,
-            broadcast_from_rank0=loading and sharded,
+            full_state_dict=True, cpu_offload=self.kind in ("ddp", "fsdp2"), ignore_frozen_params=True, strict=False
         )
 
     def state_dicts(self) -> dict[str, Any]:
         """Full trainable weights, optimizer (keyed by parameter name) and scheduler; complete on rank 0."""
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        model_sd, optim_sd = get_state_dict(self.model, self.optimizer, options=self._options(loading=False))
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer, options=self._options())
         return {"model": model_sd, "optimizer": optim_sd, "scheduler": self.scheduler.state_dict()}
 
     def load_state_dicts(self, states: dict[str, Any]) -> None:
@@ -231,7 +228,7 @@ class TorchBackend:
 
         set_state_dict(
             self.model, self.optimizer, model_state_dict=states["model"], optim_state_dict=states["optimizer"],
-            options=self._options(loading=True),
+            options=self._options(),
         )
         self.scheduler.load_state_dict(states["scheduler"])
 
@@ -259,6 +256,10 @@ class TorchBackend:
         twin = self.rebuild()
         twin.load_state_dict(full, strict=True)
         yield twin
+
+    def optimizer_partition_numel(self) -> int | None:
+        """Not tracked for torch backends (FSDP2 optimizer state follows the sharded parameters)."""
+        return None
 
     def local_parameter_numel(self) -> tuple[int, int]:
         """(elements held by this rank, elements of the full model): evidence that FSDP2 really shards."""
@@ -361,6 +362,14 @@ class DeepSpeedBackend:
                 yield self.engine.module if self.env.is_main else None
         else:
             yield self.engine.module if self.env.is_main else None
+
+    def optimizer_partition_numel(self) -> int | None:
+        """fp32 master elements this rank's ZeRO optimizer holds (about 1/world of the trainable ones)."""
+        opt = self.engine.optimizer
+        groups = getattr(opt, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+        if groups is None:
+            groups = getattr(opt, "fp32_partitioned_groups_flat", None)  # ZeRO-3
+        return None if groups is None else int(sum(g.numel() for g in groups))
 
     def local_parameter_numel(self) -> tuple[int, int]:
         local = full = 0

@@ -114,6 +114,8 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         "event": "resumed" if resume_from is not None else "started", "from": str(resume_from or ""),
         "world_size": env.world_size, "backend": env.backend,
         "param_elements_this_rank": local_numel, "param_elements_full": full_numel,
+        "optimizer_partition_elements_this_rank": backend.optimizer_partition_numel(),
+        "trainable_elements": sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters() if p.requires_grad),
     })
 
     # ---- train loop ----------------------------------------------------------------------------------------------
@@ -320,11 +322,8 @@ def _restore(path: Path, backend: Backend, stream: Any, env: DistEnv) -> tuple[i
     if env.backend == "deepspeed":
         backend.load_native(path / "deepspeed")
     else:
-        # Rank 0 reads the full state and the backend broadcasts it; only the small scheduler state is sent here.
-        states: dict[str, Any] = {"model": {}, "optimizer": {}, "scheduler": None}
-        if env.is_main:
-            states = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
-        states["scheduler"] = broadcast_object(env, states["scheduler"])
+        # Every rank reads the full state (a shared filesystem, as for writing) and keeps its own shard of it.
+        states = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
         backend.load_state_dicts(states)
     rank_state = ckpt.read_rank_state(path, env.rank)
     stream.load_state_dict(rank_state["data"])
