@@ -209,3 +209,33 @@ def test_interrupted_run_continues_where_it_stopped(tiny_checkpoint, held_out_fi
     assert load_summary(out)["settings"]["resumed_samples"] == 1
     assert read_jsonl(out / "samples.jsonl") == fresh
     assert not (out / "samples.partial.jsonl").exists()
+
+
+def test_adapter_with_base_beside_it_loads_from_any_cwd(tiny_checkpoint, tmp_path, monkeypatch):
+    """mft-train names a base built from a config as `base_model`, relative to the adapter folder (Contract 2)."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = tmp_path / "final"
+    shutil.copytree(tiny_checkpoint, adapter_dir / "base_model")
+    base = AutoModelForCausalLM.from_pretrained(str(adapter_dir / "base_model"), dtype="float32")
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    lora.save_pretrained(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "base_model"
+    config_path.write_text(json.dumps(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tokenizer = load_tokenizer(adapter_dir)
+    via_adapter = HFGenerator(load_model(adapter_dir, "float32"), tokenizer, []).generate(
+        PROMPTS, DecodingConfig(max_new_tokens=8), batch_size=4
+    )
+    via_merged = HFGenerator(lora.merge_and_unload().eval(), tokenizer, []).generate(
+        PROMPTS, DecodingConfig(max_new_tokens=8), batch_size=4
+    )
+    assert [g.token_ids for g in via_adapter] == [g.token_ids for g in via_merged]

@@ -65,6 +65,11 @@ def adapter_base(path: Path) -> str:
     base = data.get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{config_path}: key 'base_model_name_or_path' is missing; cannot find the base model")
+    # mft-train names a base it built from a config (no hub id) by a path relative to the adapter folder
+    # ("base_model"), so the checkpoint stays valid when moved; PEFT itself would read it against the cwd.
+    beside = Path(path) / str(base)
+    if not Path(str(base)).is_absolute() and beside.is_dir():
+        return str(beside)
     return str(base)
 
 
