@@ -13,9 +13,11 @@ from rich.table import Table
 from .api import ConfigError, PrepConfig, run_with_result
 from .show import first_records
 from .stats import compute_stats
+from .synth.cli import synth_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mft-prep: raw instruction data -> validated, deduplicated, task-tagged Arrow shards.")
+app.command("synth")(synth_command)
 console = Console()
 
 
