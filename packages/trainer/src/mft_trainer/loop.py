@@ -221,16 +221,9 @@ def _global_counts(micro: list[Batch], env: DistEnv) -> dict[str, int]:
 
 
 def _stats_dict(stream: Any) -> Any:
+    """The stream's counts (tokens, pad fraction, dropped/truncated/no-supervised samples) for mft_train.json."""
     stats = getattr(stream, "stats", None)
-    if stats is None:
-        return None
-    if hasattr(stats, "model_dump"):
-        return stats.model_dump()
-    if hasattr(stats, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(stats)
-    return dict(stats) if isinstance(stats, dict) else str(stats)
+    return stats.as_dict() if stats is not None and hasattr(stats, "as_dict") else None
 
 
 @torch.no_grad()
