@@ -7,7 +7,17 @@ import os
 from pathlib import Path
 
 import pytest
-from mft_dataprep.decontam import Decontaminator, docstring_words, load_humaneval, load_mbpp, ngrams, words
+from mft_dataprep.decontam import (
+    _NON_ASCII_SPACE,
+    Decontaminator,
+    RecordWords,
+    docstring_words,
+    load_humaneval,
+    load_mbpp,
+    ngrams,
+    word_hashes,
+    words,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("MFT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -74,3 +84,26 @@ def test_mbpp_from_shared_data():
     first = json.loads(path.open().readline())
     assert dc.check([("user", first["prompt"]), ("assistant", first["canonical_solution"])])[0] == "mbpp"
     assert dc.check([("user", "hello there"), ("assistant", "print('hi')")]) is None
+
+
+def test_non_ascii_space_list_is_every_unicode_space():
+    assert set(_NON_ASCII_SPACE) == {chr(i) for i in range(0x110000) if chr(i).isspace()} - set(" \t\n\r\x0b\x0c")
+
+
+def test_record_words_split_bytes_like_words():
+    # bytes.split only knows ASCII whitespace: the separator table must make the two splits agree everywhere.
+    text = ("Grüße\u3000naïve\x1cdata\u2028ǅx İstanbul\u00a0ﬁle\x85end\u2009x,y(z)\t数据\x0bq" + _NON_ASCII_SPACE
+            + "tail")
+    rw = RecordWords.of_text(text)
+    assert rw.words() == words(text)
+    assert rw.words(2, 4) == words(text)[2:4]
+    assert rw.hashes.tolist() == word_hashes(words(text)).tolist() == RecordWords.of_words(words(text)).hashes.tolist()
+
+
+def test_check_words_same_as_check(humaneval):
+    dc = Decontaminator([humaneval], 10, 0.5)
+    p = _problems()[3]
+    for messages in ([("user", "Solve it."), ("assistant", p["prompt"] + p["canonical_solution"])],
+                     [("user", "hello there"), ("assistant", "print('hi')")]):
+        text = "\n".join(c for _, c in messages)
+        assert dc.check_words(RecordWords.of_text(text)) == dc.check_tokens(words(text)) == dc.check(messages)

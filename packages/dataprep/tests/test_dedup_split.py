@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+from datasketch import MinHash
 from mft_dataprep.decontam import words
-from mft_dataprep.dedup import NearDeduper, exact_key, shingle_hashes
+from mft_dataprep.dedup import NearDeduper, exact_key, minhash_values, shingle_hashes
 from mft_dataprep.split import SmallestKeys, fraction_threshold, split_key
 
 
@@ -43,6 +45,18 @@ def test_near_dedup_flags_high_similarity_only():
     assert dd.first_similar(dd.signature([("user", " ".join(far))])) is None
     assert _jaccard(" ".join(base), " ".join(half), 5) < 0.5
     assert dd.first_similar(dd.signature([("user", " ".join(half))])) is None
+
+
+def test_minhash_values_equal_datasketch_affine32():
+    rng = random.Random(3)
+    dd = NearDeduper(0.85, 128, 5)
+    for n in (0, 1, 4, 5, 37, 400, 9000):  # 9000 words: more than one block of shingles
+        tokens = [f"w{rng.randrange(3000)}" for _ in range(n)]
+        ref = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+        ref.update_batch(shingle_hashes(tokens, 5))
+        assert minhash_values(np.array(shingle_hashes(tokens, 5), dtype=np.uint64), ref.permutations).tolist() \
+            == ref.hashvalues.tolist()
+        assert dd.signature_of_words(tokens).hashvalues.tolist() == ref.hashvalues.tolist()
 
 
 def test_signatures_are_deterministic():

@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import string
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,14 @@ import numpy as np
 from .records import Message
 
 # Punctuation becomes a separator: on ASCII text this splits like the regex \w+ (letters, digits, underscore),
-# at about three times its speed.
-_SEPARATORS = str.maketrans({c: " " for c in string.punctuation.replace("_", "") + "\u00a0"})
+# at about three times its speed. Unicode whitespace that is not ASCII whitespace is mapped to a space too: that
+# changes nothing for `str.split`, and lets `RecordWords` split the UTF-8 bytes instead (bytes.split only knows
+# ASCII whitespace) and get exactly the same words.
+_NON_ASCII_SPACE = (  # every character `str.isspace` accepts beyond " \t\n\r\x0b\x0c" (a test checks the list)
+    "\u001c\u001d\u001e\u001f\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+_SEPARATORS = str.maketrans({c: " " for c in string.punctuation.replace("_", "") + _NON_ASCII_SPACE})
 _DOCSTRING = re.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', re.DOTALL)
 _STOPWORDS = frozenset(
     "the a an and or of to in is are be for that this with it as on by if at from not return returns given "
@@ -64,24 +71,61 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-# The record side hashes its n-grams with numpy instead of building a tuple per position: word hashes (Python's
-# str hash, fixed within a process) are combined by a rolling polynomial, looked up in the benchmark's sorted
-# n-gram hashes, and every hit is confirmed against the real n-gram tuples, so a hash collision can never flag a
-# record and results do not depend on the process's hash seed.
+def word_hashes(tokens: list[str]) -> np.ndarray:
+    """CRC-32 of each word's UTF-8 bytes (as uint64): fixed across processes, unlike Python's seeded `hash`."""
+    return np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.uint64, count=len(tokens))
+
+
+class RecordWords:
+    """A record's `words(...)` and their `word_hashes`, computed once and shared by decontamination and near dedup.
+
+    The words are split from the UTF-8 bytes of the lower-cased, separator-mapped text (the same words as
+    `words`, see `_SEPARATORS`) and hashed straight from those bytes; the words as `str` are only decoded when
+    a caller asks for them.
+    """
+
+    __slots__ = ("parts", "hashes")
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+        self.hashes = np.fromiter(map(zlib.crc32, parts), dtype=np.uint64, count=len(parts))
+
+    @classmethod
+    def of_text(cls, text: str) -> RecordWords:
+        return cls(text.lower().translate(_SEPARATORS).encode("utf-8").split())
+
+    @classmethod
+    def of_words(cls, tokens: list[str]) -> RecordWords:
+        return cls([t.encode("utf-8") for t in tokens])
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def words(self, start: int = 0, stop: int | None = None) -> list[str]:
+        return [p.decode("utf-8") for p in self.parts[start:stop]]
+
+
+# The record side hashes its n-grams with numpy instead of building a tuple per position: word hashes are
+# combined by a rolling polynomial, looked up in a one-hash Bloom filter of the benchmark's n-gram hashes, and
+# every hit is confirmed against the real n-gram tuples, so a hash collision can never flag a record.
 _ROLL = np.uint64(0x100000001B3)
 _FILTER_BITS = 22
 
 
-def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
-    if len(tokens) < n:
+def ngram_hashes_of(hashes: np.ndarray, n: int) -> np.ndarray:
+    """Rolling 64-bit hashes of every n consecutive `word_hashes`."""
+    if len(hashes) < n:
         return np.empty(0, dtype=np.uint64)
-    h = np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
-    m = len(tokens) - n + 1
-    acc = h[:m].copy()
+    m = len(hashes) - n + 1
+    acc = hashes[:m].copy()
     for j in range(1, n):
         acc *= _ROLL
-        acc += h[j : j + m]
+        acc += hashes[j : j + m]
     return acc
+
+
+def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
+    return ngram_hashes_of(word_hashes(tokens), n)
 
 
 @dataclass
@@ -90,6 +134,7 @@ class Benchmark:
     ngrams: set[tuple[str, ...]] = field(default_factory=set)
     entry_points: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> docstring content words
     _filter: np.ndarray | None = None  # a one-hash Bloom filter of the n-gram hashes (2^22 bits)
+    _entries: dict[bytes, tuple[str, frozenset[bytes]]] | None = None
 
     def _bits(self, n: int) -> np.ndarray:
         if self._filter is None:
@@ -98,13 +143,24 @@ class Benchmark:
                 self._filter[ngram_hashes(list(gram), n) >> np.uint64(64 - _FILTER_BITS)] = True
         return self._filter
 
+    def _entry_bytes(self) -> dict[bytes, tuple[str, frozenset[bytes]]]:
+        """`entry_points` keyed by the name's UTF-8 bytes, docstring words as bytes (for `RecordWords.parts`)."""
+        if self._entries is None:
+            self._entries = {name.encode("utf-8"): (name, frozenset(w.encode("utf-8") for w in doc))
+                             for name, doc in self.entry_points.items()}
+        return self._entries
+
     def shared_ngram(self, tokens: list[str], n: int) -> tuple[str, ...] | None:
         """The first n-gram of `tokens` that is also a benchmark n-gram, or None."""
-        hashes = ngram_hashes(tokens, n)
-        if not len(hashes) or not self.ngrams:
+        return self.shared_ngram_of(RecordWords.of_words(tokens), n)
+
+    def shared_ngram_of(self, rw: RecordWords, n: int) -> tuple[str, ...] | None:
+        """`shared_ngram` on a record's `RecordWords`."""
+        if len(rw) < n or not self.ngrams:
             return None
-        for i in np.flatnonzero(self._bits(n)[hashes >> np.uint64(64 - _FILTER_BITS)]):
-            gram = tuple(tokens[i : i + n])
+        hashes = ngram_hashes_of(rw.hashes, n)
+        for i in np.flatnonzero(self._bits(n)[hashes >> np.uint64(64 - _FILTER_BITS)]).tolist():
+            gram = tuple(rw.words(i, i + n))
             if gram in self.ngrams:
                 return gram
         return None
@@ -140,19 +196,25 @@ class Decontaminator:
 
     def check(self, messages: list[Message]) -> tuple[str, str] | None:
         """(benchmark name, detail) of the first benchmark the record overlaps, or None when clean."""
-        return self.check_tokens(words("\n".join(content for _, content in messages)))
+        return self.check_words(RecordWords.of_text("\n".join(content for _, content in messages)))
 
     def check_tokens(self, tokens: list[str]) -> tuple[str, str] | None:
         """`check` on the record's `words(...)`, when the caller already has them."""
-        token_set: set[str] | None = None
+        return self.check_words(RecordWords.of_words(tokens))
+
+    def check_words(self, rw: RecordWords) -> tuple[str, str] | None:
+        """`check` on the record's `RecordWords`."""
+        token_set: set[bytes] | None = None
         for bench in self.benchmarks:
-            shared = bench.shared_ngram(tokens, self.n)
+            shared = bench.shared_ngram_of(rw, self.n)
             if shared is not None:
                 return bench.name, f"shares the {self.n}-gram {' '.join(shared)!r}"
             if bench.entry_points:
-                token_set = token_set if token_set is not None else set(tokens)
-                for name in sorted(token_set.intersection(bench.entry_points)):
-                    doc = bench.entry_points[name]
+                token_set = token_set if token_set is not None else set(rw.parts)
+                entries = bench._entry_bytes()
+                # UTF-8 bytes sort in code point order, so this is the order of the names as str.
+                for key in sorted(token_set.intersection(entries)):
+                    name, doc = entries[key]
                     matched = len(doc & token_set)
                     frac = matched / len(doc)
                     if frac >= self.docstring_fraction and matched >= self.min_docstring_words:

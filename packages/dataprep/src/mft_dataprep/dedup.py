@@ -9,12 +9,12 @@ records (a 16-byte digest each for exact dedup, one 64-bit key per LSH band for 
 from __future__ import annotations
 
 import hashlib
-import zlib
+from hashlib import blake2b
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from .decontam import words
+from .decontam import word_hashes, words
 from .records import Message
 
 _SEP = "\x1f"
@@ -39,38 +39,74 @@ class ExactDeduper:
 
 
 # Shingle hashing is ours, not datasketch's default: its per-shingle SHA-1 in Python cost ~1 ms per 400-word
-# record here. We hash each word once (CRC-32, at C speed through `map`) and combine k consecutive word hashes
-# with numpy; the permutations, signatures and the LSH index remain datasketch's. CRC-32 rather than Python's
-# `hash`, which is seeded per process: signatures must be identical on every run for byte-identical outputs.
+# record here. We hash each word once (CRC-32 of its UTF-8 bytes, `decontam.RecordWords`, shared with
+# decontamination) and combine k consecutive word hashes with numpy. CRC-32 rather than Python's `hash`, which is
+# seeded per process: signatures must be identical on every run for byte-identical outputs.
 _MIX = np.uint64(0x9E3779B1)
 _MASK = np.uint64(0xFFFFFFFF)
+_MAX32 = np.uint32(0xFFFFFFFF)
+_BLOCK = 8192  # shingles per block in `minhash_values`, so a huge record needs ~4 MB per block, not per record
 
 
-def shingle_hashes(words: list[str], k: int) -> list[int]:
-    """32-bit hashes of the k-word shingles of `words` (see `decontam.words`); one shingle if shorter."""
-    if not words:
-        return []
-    word_hashes = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
-    n = len(words) - k + 1
+def shingles_of_hashes(word_hashes: np.ndarray, k: int) -> np.ndarray:
+    """32-bit hashes (as uint64) of the k-word shingles of a record's `word_hashes`; one shingle if shorter."""
+    if not len(word_hashes):
+        return np.empty(0, dtype=np.uint64)
+    n = len(word_hashes) - k + 1
     if n <= 0:
         acc = np.zeros(1, dtype=np.uint64)
         for h in word_hashes:
             acc = ((acc * _MIX) + h) & _MASK
-        return acc.tolist()
+        return acc
     acc = word_hashes[:n].copy()
     for j in range(1, k):
-        acc = ((acc * _MIX) + word_hashes[j : j + n]) & _MASK
-    return acc.tolist()
+        acc *= _MIX
+        acc += word_hashes[j : j + n]
+        acc &= _MASK
+    return acc
+
+
+def shingle_hashes(words: list[str], k: int) -> list[int]:
+    """32-bit hashes of the k-word shingles of `words` (see `decontam.words`); one shingle if shorter."""
+    return shingles_of_hashes(word_hashes(words), k).tolist()
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer, the pre-mix datasketch's affine32 scheme applies to every input hash."""
+    hv ^= hv >> np.uint32(16)
+    hv *= np.uint32(0x85EBCA6B)
+    hv ^= hv >> np.uint32(13)
+    hv *= np.uint32(0xC2B2AE35)
+    hv ^= hv >> np.uint32(16)
+    return hv
+
+
+def minhash_values(shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
+    """The hash values of datasketch's `MinHash(scheme="affine32", hashfunc=int)` after `update_batch(shingles)`.
+
+    The same arithmetic (fmix32, then a * h + b mod 2^32 per permutation, then the minimum) done directly in
+    numpy: `update_batch` converts every value through a Python list and re-validates the permutations on every
+    sketch, which cost more than the arithmetic. `tests/test_dedup_split.py` checks the values are identical.
+    """
+    a, b = permutations
+    out = np.full(a.shape[0], _MAX32, dtype=np.uint32)
+    for start in range(0, len(shingles), _BLOCK):
+        hv = _fmix32(shingles[start : start + _BLOCK].astype(np.uint32))
+        phv = np.multiply.outer(hv, a)
+        phv += b
+        np.minimum(out, phv.min(axis=0), out=out)
+    return out
 
 
 class NearDeduper:
     """MinHash LSH: a record whose estimated Jaccard similarity to a kept one reaches `threshold` is a duplicate.
 
-    Signatures are datasketch `MinHash`es, and the band/row split (b bands of r rows) is the one datasketch's
-    `MinHashLSH` picks for the threshold. The band index is ours: datasketch's keeps, per band bucket, a set of
-    all keys (about 2.3 KB per record measured here at 128 permutations, 8 bands), while we only need to know
-    whether some earlier record shares a bucket, so one dict maps each band's 64-bit digest to the first record
-    id (about 0.7 KB per record, the id string shared with the exact-dedup index).
+    Signatures are datasketch affine32 `MinHash` values (computed by `minhash_values`), and the band/row split
+    (b bands of r rows) is the one datasketch's `MinHashLSH` picks for the threshold. The band index is ours:
+    datasketch's keeps, per band bucket, a set of all keys (about 2.3 KB per record measured here at 128
+    permutations, 8 bands), while we only need to know whether some earlier record shares a bucket, so one dict
+    maps each band's 64-bit digest to the first record id (about 0.7 KB per record, the id string shared with
+    the exact-dedup index).
     """
 
     def __init__(self, threshold: float, num_perm: int, shingle_words: int, seed: int = 1) -> None:
@@ -79,26 +115,31 @@ class NearDeduper:
         params = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.bands, self.rows = params.b, params.r
         self._buckets: dict[int, str] = {}
-        self._permutations = MinHash(num_perm=num_perm, seed=seed).permutations
+        template = MinHash(num_perm=num_perm, seed=seed, hashfunc=int, scheme="affine32")
+        self._permutations = template.permutations  # (2, num_perm) uint32, validated by datasketch
+        self._salts = [i.to_bytes(2, "little") for i in range(self.bands)]
 
-    def _band_keys(self, signature: MinHash) -> list[int]:
-        hv = signature.hashvalues
-        r = self.rows
+    def _band_keys(self, signature: MinHash | np.ndarray) -> list[int]:
+        hv = signature.hashvalues if isinstance(signature, MinHash) else signature
+        data = hv.tobytes()
+        step = self.rows * hv.itemsize
         return [
-            int.from_bytes(hashlib.blake2b(hv[i * r : (i + 1) * r].tobytes(), digest_size=8,
-                                           salt=i.to_bytes(2, "little")).digest(), "little")
-            for i in range(self.bands)
+            int.from_bytes(blake2b(data[i * step : (i + 1) * step], digest_size=8, salt=salt).digest(), "little")
+            for i, salt in enumerate(self._salts)
         ]
 
     def signature(self, messages: list[Message]) -> MinHash:
         return self.signature_of_words(words("\n".join(content for _, content in messages)))
 
     def signature_of_words(self, tokens: list[str]) -> MinHash:
-        m = MinHash(num_perm=self.num_perm, hashfunc=int, permutations=self._permutations, scheme="affine32")
-        m.update_batch(shingle_hashes(tokens, self.shingle_words))
-        return m
+        return MinHash(num_perm=self.num_perm, hashfunc=int, permutations=self._permutations, scheme="affine32",
+                       hashvalues=self.signature_of_hashes(word_hashes(tokens)))
 
-    def first_similar(self, signature: MinHash) -> str | None:
+    def signature_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """The signature's hash values from a record's `word_hashes` (see `decontam.RecordWords`)."""
+        return minhash_values(shingles_of_hashes(hashes, self.shingle_words), self._permutations)
+
+    def first_similar(self, signature: MinHash | np.ndarray) -> str | None:
         """The first kept record sharing a band bucket with `signature` (in band order), or None."""
         for key in self._band_keys(signature):
             earlier = self._buckets.get(key)
@@ -106,11 +147,11 @@ class NearDeduper:
                 return earlier
         return None
 
-    def add(self, record_id: str, signature: MinHash) -> None:
+    def add(self, record_id: str, signature: MinHash | np.ndarray) -> None:
         for key in self._band_keys(signature):
             self._buckets.setdefault(key, record_id)
 
-    def check_and_add(self, record_id: str, signature: MinHash) -> str | None:
+    def check_and_add(self, record_id: str, signature: MinHash | np.ndarray) -> str | None:
         """`first_similar`, and when there is none, `add` (computing the band keys once)."""
         keys = self._band_keys(signature)
         for key in keys:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .config import PrepConfig, TaskConfig
 from .containers import container_of, read_items, read_text_file
-from .decontam import Benchmark, Decontaminator, humaneval_path, load_humaneval, load_mbpp, words
+from .decontam import Benchmark, Decontaminator, RecordWords, humaneval_path, load_humaneval, load_mbpp
 from .dedup import ExactDeduper, NearDeduper, exact_key
 from .filters.evol import check_quality
 from .formats import PAIR_FORMATS, convert, detect_format
@@ -192,18 +192,18 @@ class _Run:
             self.ids_seen[record_id] += 1
             if self.ids_seen[record_id] > 1:
                 record_id = f"{record_id}-{self.ids_seen[record_id]}"
-        tokens = None
+        rw = None  # the record's words and their hashes, computed once for decontamination and near dedup
         if self.decontam is not None and task.decontaminate:
-            tokens = words("\n".join(content for _, content in messages))
-            hit = self.decontam.check_tokens(tokens)
+            rw = RecordWords.of_text("\n".join(content for _, content in messages))
+            hit = self.decontam.check_words(rw)
             if hit is not None:
                 counts.contaminated_by[hit[0]] += 1
                 self.reject(counts, task.name, label, item.index, item.raw, "contaminated", hit[0], hit[1])
                 return
         if self.near is not None:
-            if tokens is None:
-                tokens = words("\n".join(content for _, content in messages))
-            similar = self.near.check_and_add(record_id, self.near.signature_of_words(tokens))
+            if rw is None:
+                rw = RecordWords.of_text("\n".join(content for _, content in messages))
+            similar = self.near.check_and_add(record_id, self.near.signature_of_hashes(rw.hashes))
             if similar is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "near_duplicate",
                             f"MinHash LSH candidate (threshold {self.config.dedup.threshold}) of {similar}")
