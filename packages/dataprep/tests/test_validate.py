@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 from mft_dataprep.config import QualityConfig
 from mft_dataprep.filters.evol import check_quality, code_blocks
@@ -86,3 +89,13 @@ def test_quality_rules_are_configurable():
 def test_code_blocks_finds_fences_with_info_strings():
     text = "intro\n```python\na\nb\n```\nmid\n~~~\nc\n~~~\n"
     assert [body for _, body in code_blocks(text)] == ["a\nb\n", "c\n"]
+
+
+def test_code_blocks_match_the_fence_regex():
+    # code_blocks is a str.find version of this regex (the rule as first written); random fence soup must agree.
+    fence_re = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
+    rng = random.Random(0)
+    pieces = ["```", "~~~", "````", "\n", " ", "\t", "x", "py", "\r", "`", "~", "```python", "\n```\n", " ``` ", "\x0b"]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        assert code_blocks(text) == [(m.start(), m.group(2)) for m in fence_re.finditer(text)], repr(text)

@@ -139,8 +139,14 @@ class Benchmark:
     def _bits(self, n: int) -> np.ndarray:
         if self._filter is None:
             self._filter = np.zeros(1 << _FILTER_BITS, dtype=bool)
-            for gram in self.ngrams:
-                self._filter[ngram_hashes(list(gram), n) >> np.uint64(64 - _FILTER_BITS)] = True
+            grams = [gram for gram in self.ngrams if len(gram) == n]
+            # Every n-gram's `ngram_hashes_of` at once: one row of word hashes per n-gram, rolled over the columns.
+            rows = word_hashes([w for gram in grams for w in gram]).reshape(len(grams), n)
+            acc = rows[:, 0].copy()
+            for j in range(1, n):
+                acc *= _ROLL
+                acc += rows[:, j]
+            self._filter[acc >> np.uint64(64 - _FILTER_BITS)] = True
         return self._filter
 
     def _entry_bytes(self) -> dict[bytes, tuple[str, frozenset[bytes]]]:

@@ -20,9 +20,14 @@ from .records import Message
 _SEP = "\x1f"
 
 
-def exact_key(messages: list[Message]) -> bytes:
-    """Digest of the conversation with whitespace collapsed and case folded (roles included)."""
-    text = _SEP.join(f"{role}:{' '.join(content.split())}" for role, content in messages).lower()
+def exact_key(messages: list[Message], splits: list[list[str]] | None = None) -> bytes:
+    """Digest of the conversation with whitespace collapsed and case folded (roles included).
+
+    `splits`, when given, is `[content.split() for _, content in messages]`, shared with the quality rules.
+    """
+    if splits is None:
+        splits = [content.split() for _, content in messages]
+    text = _SEP.join(f"{role}:{' '.join(ws)}" for (role, _), ws in zip(messages, splits, strict=True)).lower()
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 

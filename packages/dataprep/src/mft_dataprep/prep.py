@@ -164,6 +164,7 @@ class _Run:
 
     def _process(self, task: TaskConfig, counts: TaskCounts, spool: SpoolWriter, smallest: SmallestKeys | None,
                  label: str, fmt: str, item: RawItem, max_chars: int, quality) -> None:
+        splits = None
         try:
             if item.error is not None:
                 raise item.error
@@ -176,14 +177,15 @@ class _Run:
                     raise Rejected("unknown_format", f"keys {sorted(item.obj)[:8]} match no supported format")
                 messages = normalise_chat(convert(fmt, item.obj), max_chars, item.check_surrogates)
                 if quality is not None:
-                    check_quality(messages, quality)
+                    splits = [content.split() for _, content in messages]  # shared with exact_key below
+                    check_quality(messages, quality, splits)
         except Rejected as rej:
             self.reject(counts, task.name, label, item.index, item.raw, "rejected", rej.reason, rej.detail)
             return
         chash = content_hash(messages)
         record_id = f"{task.name}-{chash[:16]}"
         if self.exact is not None:
-            earlier = self.exact.first_seen(exact_key(messages), record_id)
+            earlier = self.exact.first_seen(exact_key(messages, splits), record_id)
             if earlier is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "exact_duplicate",
                             f"same normalised content as {earlier}")
