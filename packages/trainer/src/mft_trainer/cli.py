@@ -27,7 +27,7 @@ def _load(config: Path, overrides: list[str] | None) -> TrainConfig:
     try:
         return TrainConfig.from_yaml(config, overrides or [])
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -45,7 +45,7 @@ def train(
 
         summary = dry_run_summary(cfg)
         console.rule("resolved config")
-        console.print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False), highlight=False, markup=False)
+        console.print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False), highlight=False, markup=False, soft_wrap=True)
         console.rule("dataset")
         table = Table("task", "kind", "train", "valid")
         for name, info in summary["dataset"]["tasks"].items():

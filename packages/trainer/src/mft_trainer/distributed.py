@@ -92,9 +92,11 @@ def init_distributed(cfg: DistributedConfig) -> DistEnv:
     return DistEnv(cfg.backend, dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def cleanup_distributed(env: DistEnv) -> None:
+def cleanup_distributed(env: DistEnv, failed: bool = False) -> None:
+    """Leave the process group (after a barrier, unless this rank failed and the others may never arrive)."""
     if env.initialized:
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

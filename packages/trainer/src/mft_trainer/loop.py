@@ -63,9 +63,12 @@ def run_training(cfg: TrainConfig, progress: bool = True, stop_at_step: int | No
     """
     env = init_distributed(cfg.distributed)
     try:
-        return _train(cfg, env, progress=progress, stop_at_step=stop_at_step)
-    finally:
-        cleanup_distributed(env)
+        final = _train(cfg, env, progress=progress, stop_at_step=stop_at_step)
+    except BaseException:
+        cleanup_distributed(env, failed=True)  # no barrier: other ranks may already be gone
+        raise
+    cleanup_distributed(env)
+    return final
 
 
 def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int | None) -> Path:
