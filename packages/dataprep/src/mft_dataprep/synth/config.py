@@ -62,7 +62,10 @@ class SynthConfig(BaseModel):
     const_max: int = Field(9, ge=1, le=999)
     check_asserts: int = Field(5, ge=1, le=20)  # asserts in `check` of text-to-code and translation problems
     unit_test_asserts: int = Field(3, ge=1, le=10)  # asserts in a unit-test answer (training and canonical)
-    answer_docstring: bool = True  # answers repeat the prompt's docstring (HumanEval's prompt + solution)
+    # Answers repeat the prompt's docstring (HumanEval's prompt + solution). Measured once each on this machine
+    # (2.6M-parameter llama from scratch, 600 steps of 16 records): held-out text-to-code pass@1 0.30 with the
+    # docstring, 0.15 without; copying it seems to train the name copying the task needs.
+    answer_docstring: bool = True
     ngram: int = Field(10, ge=3, le=64)  # token n-gram size of the held-out contamination check
 
     @model_validator(mode="after")
