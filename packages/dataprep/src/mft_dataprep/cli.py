@@ -31,11 +31,14 @@ def run(
     config: Annotated[Path, typer.Argument(help="the prep config YAML")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output directory (overrides `output`)")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="worker processes for the per-record work (default: one per CPU for inputs of "
+        "16 MiB or more; 0: none); the outputs are the same for every value")] = None,
 ) -> None:
     """Prepare a dataset: read, validate, filter, dedup, decontaminate, split, write shards and manifest.json."""
     try:
         cfg = PrepConfig.from_yaml(config)
-        result = run_with_result(cfg, output, progress=progress)
+        result = run_with_result(cfg, output, progress=progress, workers=workers)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
         return

@@ -124,7 +124,7 @@ class NearDeduper:
         self._permutations = template.permutations  # (2, num_perm) uint32, validated by datasketch
         self._salts = [i.to_bytes(2, "little") for i in range(self.bands)]
 
-    def _band_keys(self, signature: MinHash | np.ndarray) -> list[int]:
+    def band_keys(self, signature: MinHash | np.ndarray) -> list[int]:
         hv = signature.hashvalues if isinstance(signature, MinHash) else signature
         data = hv.tobytes()
         step = self.rows * hv.itemsize
@@ -146,19 +146,22 @@ class NearDeduper:
 
     def first_similar(self, signature: MinHash | np.ndarray) -> str | None:
         """The first kept record sharing a band bucket with `signature` (in band order), or None."""
-        for key in self._band_keys(signature):
+        for key in self.band_keys(signature):
             earlier = self._buckets.get(key)
             if earlier is not None:
                 return earlier
         return None
 
     def add(self, record_id: str, signature: MinHash | np.ndarray) -> None:
-        for key in self._band_keys(signature):
+        for key in self.band_keys(signature):
             self._buckets.setdefault(key, record_id)
 
     def check_and_add(self, record_id: str, signature: MinHash | np.ndarray) -> str | None:
         """`first_similar`, and when there is none, `add` (computing the band keys once)."""
-        keys = self._band_keys(signature)
+        return self.check_and_add_keys(record_id, self.band_keys(signature))
+
+    def check_and_add_keys(self, record_id: str, keys: list[int]) -> str | None:
+        """`check_and_add` with the signature's `band_keys` already computed (by a worker process)."""
         for key in keys:
             earlier = self._buckets.get(key)
             if earlier is not None:

@@ -8,7 +8,6 @@ interrupted run leaves no manifest and the next run starts clean.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -23,9 +22,8 @@ import pyarrow.compute as pc
 from . import __version__
 from .config import PrepConfig, TaskConfig
 from .containers import container_of, read_items, read_text_file
-from .decontam import Benchmark, Decontaminator, RecordWords, humaneval_path, load_humaneval, load_mbpp
-from .dedup import ExactDeduper, NearDeduper, exact_key
-from .filters.evol import check_quality
+from .decontam import Benchmark, Decontaminator, humaneval_path, load_humaneval, load_mbpp
+from .dedup import ExactDeduper, NearDeduper
 from .formats import PAIR_FORMATS, convert, detect_format
 from .manifest import MANIFEST, REJECTS, SCHEMA_VERSION, is_complete, write_manifest
 from .progress import PrepProgress
@@ -33,6 +31,15 @@ from .records import Message, RawItem, Rejected
 from .shards import SCHEMA, ShardWriter, SpoolWriter, read_spool, sha256_file
 from .split import SmallestKeys, fraction_threshold, split_key
 from .validate import normalise_chat, normalise_text
+from .work import (
+    CHUNK_CHARS,
+    CHUNK_RECORDS,
+    MIN_PARALLEL_BYTES,
+    Analyser,
+    Analysis,
+    Job,
+    default_workers,
+)
 
 SPOOL_DIR = ".spool"
 CATEGORIES = ("rejected", "duplicate", "contaminated")
@@ -66,16 +73,6 @@ def resolve_output(config: PrepConfig, output: Path | str | None) -> Path:
     return config.resolve(config.output).resolve()
 
 
-def content_hash(messages: list[Message]) -> str:
-    """sha256 over each turn's role, length and UTF-8 content: unambiguous, and cheaper than JSON-encoding."""
-    h = hashlib.sha256()
-    for role, content in messages:
-        data = content.encode("utf-8")
-        h.update(f"{role}:{len(data)}:".encode())
-        h.update(data)
-    return h.hexdigest()
-
-
 def _clean_output(output: Path) -> None:
     """Remove what an earlier (possibly interrupted) run of ours left; never touch other files."""
     (output / MANIFEST).unlink(missing_ok=True)  # first: a half-rewritten directory must not look complete
@@ -101,7 +98,7 @@ def _load_benchmarks(config: PrepConfig) -> list[Benchmark]:
 class _Run:
     """State of one prep run (dedup indexes, counters, open writers)."""
 
-    def __init__(self, config: PrepConfig, output: Path, progress: PrepProgress) -> None:
+    def __init__(self, config: PrepConfig, output: Path, progress: PrepProgress, workers: int = 0) -> None:
         self.config = config
         self.output = output
         self.progress = progress
@@ -115,6 +112,11 @@ class _Run:
         self.sources: list[dict[str, Any]] = []
         self.ids_seen: Counter = Counter()  # only used when exact dedup is off (ids must stay unique)
         self._spools: dict[str, tuple[SpoolWriter, SmallestKeys | None]] = {}  # pass 1 -> pass 2, per task
+        # Forked before any output file is open; the workers inherit the benchmarks and permutations loaded above.
+        self.analyser = Analyser(workers, self.decontam, self.near, self._decide_chunk)
+        self._chunk: list[tuple[RawItem, str, list[Message] | None, Rejected | None]] = []
+        self._jobs: list[tuple[list[Message], Job]] = []
+        self._chunk_chars = 0
         self.rejects = open(output / (REJECTS + ".tmp"), "w", encoding="utf-8")  # noqa: SIM115
 
     # -- pass 1 ---------------------------------------------------------------------------------------------
@@ -150,10 +152,12 @@ class _Run:
                     if detected is not None:
                         fmt = detected
                 use_quality = quality.enabled is True or (quality.enabled == "auto" and fmt in PAIR_FORMATS)
-                self._process(task, counts, spool, smallest, label, fmt, item, max_chars,
+                self._prepare(task, counts, spool, smallest, label, fmt, item, max_chars,
                               quality if use_quality else None)
                 if n_read % 512 == 0:
                     self.progress.advance(512)
+            self._submit_chunk(task, counts, spool, smallest)
+            self.analyser.drain()  # every record of this source decided before the next source starts
             self.progress.advance(n_read % 512)
             source["format"] = fmt if fmt != "auto" else "unknown"
             source["read"] = n_read
@@ -162,30 +166,59 @@ class _Run:
         spool.close()
         self._spools[task.name] = (spool, smallest)
 
-    def _process(self, task: TaskConfig, counts: TaskCounts, spool: SpoolWriter, smallest: SmallestKeys | None,
+    def _prepare(self, task: TaskConfig, counts: TaskCounts, spool: SpoolWriter, smallest: SmallestKeys | None,
                  label: str, fmt: str, item: RawItem, max_chars: int, quality) -> None:
-        splits = None
+        """Validate one record (structure and format, which need nothing but the record) and queue it for
+        `analyse`; the decisions are taken in `_decide`, in input order."""
+        messages = None
         try:
             if item.error is not None:
                 raise item.error
             if task.kind == "text":
                 messages = normalise_text(item.obj, max_chars, item.check_surrogates)
+                quality = None  # the Evol rules are for conversations
             else:
                 if fmt == "auto":
                     if not isinstance(item.obj, dict):
                         raise Rejected("not_an_object", f"expected a JSON object, got {type(item.obj).__name__}")
                     raise Rejected("unknown_format", f"keys {sorted(item.obj)[:8]} match no supported format")
                 messages = normalise_chat(convert(fmt, item.obj), max_chars, item.check_surrogates)
-                if quality is not None:
-                    splits = [content.split() for _, content in messages]  # shared with exact_key below
-                    check_quality(messages, quality, splits)
         except Rejected as rej:
-            self.reject(counts, task.name, label, item.index, item.raw, "rejected", rej.reason, rej.detail)
+            self._chunk.append((item, label, None, rej))
+        else:
+            self._chunk.append((item, label, messages, None))
+            job = Job(quality, self.exact is not None, self.decontam is not None and task.decontaminate,
+                      self.near is not None)
+            self._jobs.append((messages, job))
+            self._chunk_chars += sum(len(content) for _, content in messages)
+        if len(self._chunk) >= CHUNK_RECORDS or self._chunk_chars >= CHUNK_CHARS:
+            self._submit_chunk(task, counts, spool, smallest)
+
+    def _submit_chunk(self, task: TaskConfig, counts: TaskCounts, spool: SpoolWriter,
+                      smallest: SmallestKeys | None) -> None:
+        if self._chunk:
+            self.analyser.submit((task, counts, spool, smallest, self._chunk), self._jobs)
+        self._chunk, self._jobs, self._chunk_chars = [], [], 0
+
+    def _decide_chunk(self, context: tuple, results: list[Analysis]) -> None:
+        task, counts, spool, smallest, chunk = context
+        analyses = iter(results)
+        for item, label, messages, rejected in chunk:
+            if rejected is not None:
+                self.reject(counts, task.name, label, item.index, item.raw, "rejected", rejected.reason,
+                            rejected.detail)
+            else:
+                self._decide(task, counts, spool, smallest, label, item, messages, next(analyses))
+
+    def _decide(self, task: TaskConfig, counts: TaskCounts, spool: SpoolWriter, smallest: SmallestKeys | None,
+                label: str, item: RawItem, messages: list[Message], analysis: Analysis) -> None:
+        if analysis.rejected is not None:
+            self.reject(counts, task.name, label, item.index, item.raw, "rejected", *analysis.rejected)
             return
-        chash = content_hash(messages)
+        chash = analysis.content_hash
         record_id = f"{task.name}-{chash[:16]}"
         if self.exact is not None:
-            earlier = self.exact.first_seen(exact_key(messages, splits), record_id)
+            earlier = self.exact.first_seen(analysis.exact_key, record_id)
             if earlier is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "exact_duplicate",
                             f"same normalised content as {earlier}")
@@ -194,18 +227,13 @@ class _Run:
             self.ids_seen[record_id] += 1
             if self.ids_seen[record_id] > 1:
                 record_id = f"{record_id}-{self.ids_seen[record_id]}"
-        rw = None  # the record's words and their hashes, computed once for decontamination and near dedup
-        if self.decontam is not None and task.decontaminate:
-            rw = RecordWords.of_text("\n".join(content for _, content in messages))
-            hit = self.decontam.check_words(rw)
-            if hit is not None:
-                counts.contaminated_by[hit[0]] += 1
-                self.reject(counts, task.name, label, item.index, item.raw, "contaminated", hit[0], hit[1])
-                return
+        if analysis.contaminated is not None:
+            bench, detail = analysis.contaminated
+            counts.contaminated_by[bench] += 1
+            self.reject(counts, task.name, label, item.index, item.raw, "contaminated", bench, detail)
+            return
         if self.near is not None:
-            if rw is None:
-                rw = RecordWords.of_text("\n".join(content for _, content in messages))
-            similar = self.near.check_and_add(record_id, self.near.signature_of_hashes(rw.hashes))
+            similar = self.near.check_and_add_keys(record_id, analysis.band_keys)
             if similar is not None:
                 self.reject(counts, task.name, label, item.index, item.raw, "duplicate", "near_duplicate",
                             f"MinHash LSH candidate (threshold {self.config.dedup.threshold}) of {similar}")
@@ -253,8 +281,13 @@ class _Run:
         return result
 
 
-def run_prep(config: PrepConfig, output: Path | str | None = None, progress: bool = True) -> PrepResult:
-    """Prepare the dataset `config` describes into `output` (default: the config's `output`); see module doc."""
+def run_prep(config: PrepConfig, output: Path | str | None = None, progress: bool = True,
+             workers: int | None = None) -> PrepResult:
+    """Prepare the dataset `config` describes into `output` (default: the config's `output`); see module doc.
+
+    `workers`: processes for the per-record work (`work.analyse`); None picks one per CPU when the input is
+    large enough to pay for them, 0 works inline. The outputs are byte-identical for every value.
+    """
     start = time.perf_counter()
     config.check_sources()  # also for configs built without from_yaml/from_dict: fail before any work
     out = resolve_output(config, output)
@@ -265,12 +298,16 @@ def run_prep(config: PrepConfig, output: Path | str | None = None, progress: boo
     _clean_output(out)
     (out / SPOOL_DIR).mkdir()
     total_files = sum(len(config.task_sources(t)) for t in config.tasks)
+    if workers is None:
+        big = sum(p.stat().st_size for t in config.tasks for p in config.task_sources(t)) >= MIN_PARALLEL_BYTES
+        workers = default_workers() if big else 0
     with PrepProgress(enabled=progress, total_sources=total_files) as bar:
-        state = _Run(config, out, bar)
+        state = _Run(config, out, bar, workers)
         try:
             for task in config.tasks:
                 state.run_task(task)
         finally:
+            state.analyser.close()
             state.rejects.close()
         bar.writing()
         splits = {task.name: state.write_shards(task) for task in config.tasks}
