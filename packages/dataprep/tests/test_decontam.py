@@ -107,3 +107,14 @@ def test_check_words_same_as_check(humaneval):
                      [("user", "hello there"), ("assistant", "print('hi')")]):
         text = "\n".join(c for _, c in messages)
         assert dc.check_words(RecordWords.of_text(text)) == dc.check_tokens(words(text)) == dc.check(messages)
+
+
+def test_check_many_same_as_check_words(humaneval):
+    dc = Decontaminator([humaneval], 10, 0.5)
+    problems = _problems()
+    texts = ["", "short text", problems[3]["prompt"] + problems[3]["canonical_solution"], "hello there " * 30,
+             "def below_threshold(l, t): " + problems[52]["prompt"], "x", problems[7]["canonical_solution"]]
+    rws, all_hashes, offsets = RecordWords.many([RecordWords.split_text(t) for t in texts])
+    verdicts = dc.check_many(rws, all_hashes, offsets)
+    assert verdicts == [dc.check_words(RecordWords.of_text(t)) for t in texts]
+    assert sum(v is not None for v in verdicts) >= 2

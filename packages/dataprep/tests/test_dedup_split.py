@@ -83,3 +83,16 @@ def test_smallest_keys_is_order_independent():
     assert a.threshold() == b.threshold()
     assert sum(k < a.threshold() for k in keys) == 7
     assert SmallestKeys(0).threshold() == 0
+
+
+def test_batched_signatures_equal_one_record_at_a_time():
+    from mft_dataprep.decontam import RecordWords
+
+    rng = random.Random(4)
+    texts = [" ".join(f"w{rng.randrange(500)}" for _ in range(n)) for n in (0, 3, 5, 6, 0, 400, 1, 9000, 50, 4)]
+    rws, all_hashes, offsets = RecordWords.many([RecordWords.split_text(t) for t in texts])
+    dd = NearDeduper(0.85, 128, 5)
+    wanted = [0, 1, 2, 3, 4, 5, 7, 8, 9]  # not every record, as when some are contaminated
+    batched = dd.signatures_many(all_hashes, offsets, wanted)
+    for r, values in zip(wanted, batched, strict=True):
+        assert values.tolist() == dd.signature_of_words(words(texts[r])).hashvalues.tolist(), r

@@ -17,6 +17,7 @@ import string
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -86,13 +87,30 @@ class RecordWords:
 
     __slots__ = ("parts", "hashes")
 
-    def __init__(self, parts: list[bytes]) -> None:
+    def __init__(self, parts: list[bytes], hashes: np.ndarray | None = None) -> None:
         self.parts = parts
-        self.hashes = np.fromiter(map(zlib.crc32, parts), dtype=np.uint64, count=len(parts))
+        self.hashes = np.fromiter(map(zlib.crc32, parts), dtype=np.uint64, count=len(parts)) if hashes is None \
+            else hashes
+
+    @staticmethod
+    def split_text(text: str) -> list[bytes]:
+        return text.lower().translate(_SEPARATORS).encode("utf-8").split()
+
+    @classmethod
+    def many(cls, parts_lists: list[list[bytes]]) -> tuple[list[RecordWords], np.ndarray, np.ndarray]:
+        """RecordWords of several records hashed in one pass: (records, all hashes end to end, offsets), where
+        record i's hashes are `all_hashes[offsets[i]:offsets[i + 1]]` (its `hashes` is that view)."""
+        lengths = [len(parts) for parts in parts_lists]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        all_hashes = np.fromiter(map(zlib.crc32, chain.from_iterable(parts_lists)), dtype=np.uint64,
+                                 count=int(offsets[-1]))
+        records = [cls(parts, all_hashes[offsets[i] : offsets[i + 1]]) for i, parts in enumerate(parts_lists)]
+        return records, all_hashes, offsets
 
     @classmethod
     def of_text(cls, text: str) -> RecordWords:
-        return cls(text.lower().translate(_SEPARATORS).encode("utf-8").split())
+        return cls(cls.split_text(text))
 
     @classmethod
     def of_words(cls, tokens: list[str]) -> RecordWords:
@@ -160,6 +178,24 @@ class Benchmark:
         """The first n-gram of `tokens` that is also a benchmark n-gram, or None."""
         return self.shared_ngram_of(RecordWords.of_words(tokens), n)
 
+    def shared_ngrams_many(self, rws: list[RecordWords], all_hashes: np.ndarray, offsets: np.ndarray,
+                           n: int) -> list[tuple[str, ...] | None]:
+        """`shared_ngram_of` for every record of `RecordWords.many`, with one numpy pass over all of them."""
+        shared: list[tuple[str, ...] | None] = [None] * len(rws)
+        if not self.ngrams or len(all_hashes) < n:
+            return shared
+        hashes = ngram_hashes_of(all_hashes, n)  # n-grams across a record boundary are skipped below
+        flagged = np.flatnonzero(self._bits(n)[hashes >> np.uint64(64 - _FILTER_BITS)])
+        owners = np.searchsorted(offsets, flagged, side="right") - 1
+        for pos, r in zip(flagged.tolist(), owners.tolist(), strict=True):
+            start = pos - int(offsets[r])
+            if shared[r] is not None or start + n > len(rws[r]):
+                continue
+            gram = tuple(rws[r].words(start, start + n))
+            if gram in self.ngrams:  # positions ascend, so this is the record's first shared n-gram
+                shared[r] = gram
+        return shared
+
     def shared_ngram_of(self, rw: RecordWords, n: int) -> tuple[str, ...] | None:
         """`shared_ngram` on a record's `RecordWords`."""
         if len(rw) < n or not self.ngrams:
@@ -210,9 +246,17 @@ class Decontaminator:
 
     def check_words(self, rw: RecordWords) -> tuple[str, str] | None:
         """`check` on the record's `RecordWords`."""
+        return self._verdict(rw, [bench.shared_ngram_of(rw, self.n) for bench in self.benchmarks])
+
+    def check_many(self, rws: list[RecordWords], all_hashes: np.ndarray,
+                   offsets: np.ndarray) -> list[tuple[str, str] | None]:
+        """`check_words` for every record of `RecordWords.many`, the n-gram search done for all at once."""
+        shared = [bench.shared_ngrams_many(rws, all_hashes, offsets, self.n) for bench in self.benchmarks]
+        return [self._verdict(rw, [per_bench[i] for per_bench in shared]) for i, rw in enumerate(rws)]
+
+    def _verdict(self, rw: RecordWords, shared_ngrams: list[tuple[str, ...] | None]) -> tuple[str, str] | None:
         token_set: set[bytes] | None = None
-        for bench in self.benchmarks:
-            shared = bench.shared_ngram_of(rw, self.n)
+        for bench, shared in zip(self.benchmarks, shared_ngrams, strict=True):
             if shared is not None:
                 return bench.name, f"shares the {self.n}-gram {' '.join(shared)!r}"
             if bench.entry_points:

@@ -103,6 +103,40 @@ def minhash_values(shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray
     return out
 
 
+def minhash_values_many(shingle_arrays: list[np.ndarray], permutations: np.ndarray) -> list[np.ndarray]:
+    """`minhash_values` of several records, with the shingles of up to `_BLOCK` of them hashed in one numpy
+    pass (a minimum per record over its rows), so a short record does not pay two dozen numpy calls."""
+    a, b = permutations
+    out: list[np.ndarray | None] = [None] * len(shingle_arrays)
+    group: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal group, size
+        if group:
+            sizes = [len(shingle_arrays[i]) for i in group]
+            hv = _fmix32(np.concatenate([shingle_arrays[i] for i in group]).astype(np.uint32))
+            phv = np.multiply.outer(hv, a)
+            phv += b
+            starts = np.zeros(len(sizes), dtype=np.int64)
+            np.cumsum(sizes[:-1], out=starts[1:])
+            mins = np.minimum.reduceat(phv, starts, axis=0)  # every group member has at least one shingle
+            for row, i in enumerate(group):
+                out[i] = mins[row]
+        group, size = [], 0
+
+    for i, shingles in enumerate(shingle_arrays):
+        if not len(shingles) or len(shingles) > _BLOCK:
+            out[i] = minhash_values(shingles, permutations)
+            continue
+        if size + len(shingles) > _BLOCK:
+            flush()
+        group.append(i)
+        size += len(shingles)
+    flush()
+    return out  # type: ignore[return-value]
+
+
 class NearDeduper:
     """MinHash LSH: a record whose estimated Jaccard similarity to a kept one reaches `threshold` is a duplicate.
 
@@ -143,6 +177,18 @@ class NearDeduper:
     def signature_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
         """The signature's hash values from a record's `word_hashes` (see `decontam.RecordWords`)."""
         return minhash_values(shingles_of_hashes(hashes, self.shingle_words), self._permutations)
+
+    def signatures_many(self, all_hashes: np.ndarray, offsets: np.ndarray, records: list[int]) -> list[np.ndarray]:
+        """`signature_of_hashes` of `records` (indexes into `decontam.RecordWords.many`'s offsets), shingled in
+        one pass over all the word hashes (shingles across a record boundary are dropped)."""
+        k = self.shingle_words
+        shingles = shingles_of_hashes(all_hashes, k) if len(all_hashes) >= k else np.empty(0, dtype=np.uint64)
+        arrays = []
+        for r in records:
+            start, end = int(offsets[r]), int(offsets[r + 1])
+            arrays.append(shingles[start : end - k + 1] if end - start >= k
+                          else shingles_of_hashes(all_hashes[start:end], k))
+        return minhash_values_many(arrays, self._permutations)
 
     def first_similar(self, signature: MinHash | np.ndarray) -> str | None:
         """The first kept record sharing a band bucket with `signature` (in band order), or None."""

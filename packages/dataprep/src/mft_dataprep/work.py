@@ -60,25 +60,40 @@ def content_hash(messages: list[Message]) -> str:
     return h.hexdigest()
 
 
-def analyse(messages: list[Message], job: Job, decontam: Decontaminator | None,
-            near: NearDeduper | None) -> Analysis:
-    splits = None
-    if job.quality is not None:
-        splits = [content.split() for _, content in messages]  # shared with exact_key below
-        try:
-            check_quality(messages, job.quality, splits)
-        except Rejected as rej:
-            return Analysis((rej.reason, rej.detail))
-    result = Analysis(None, content_hash(messages), exact_key(messages, splits) if job.exact else None)
-    rw = None  # the record's words and their hashes, computed once for decontamination and near dedup
-    if job.decontaminate and decontam is not None:
-        rw = RecordWords.of_text("\n".join(content for _, content in messages))
-        result.contaminated = decontam.check_words(rw)
-    if job.near and near is not None and result.contaminated is None:
-        if rw is None:
-            rw = RecordWords.of_text("\n".join(content for _, content in messages))
-        result.band_keys = near.band_keys(near.signature_of_hashes(rw.hashes))
-    return result
+def analyse(chunk: list[tuple[list[Message], Job]], decontam: Decontaminator | None,
+            near: NearDeduper | None) -> list[Analysis]:
+    """The `Analysis` of every record of a chunk. The word hashes, n-gram search and MinHash signatures of the
+    chunk are each computed in one numpy pass over all its records (see `RecordWords.many`)."""
+    results: list[Analysis] = []
+    texts: list[list[bytes]] = []
+    owners: list[int] = []  # texts[j] is the words of results[owners[j]]
+    for messages, job in chunk:
+        splits = None
+        if job.quality is not None:
+            splits = [content.split() for _, content in messages]  # shared with exact_key below
+            try:
+                check_quality(messages, job.quality, splits)
+            except Rejected as rej:
+                results.append(Analysis((rej.reason, rej.detail)))
+                continue
+        if (job.decontaminate and decontam is not None) or (job.near and near is not None):
+            owners.append(len(results))
+            texts.append(RecordWords.split_text("\n".join(content for _, content in messages)))
+        results.append(Analysis(None, content_hash(messages), exact_key(messages, splits) if job.exact else None))
+    if not owners:
+        return results
+    rws, all_hashes, offsets = RecordWords.many(texts)
+    jobs = [chunk[i][1] for i in owners]
+    if decontam is not None and any(job.decontaminate for job in jobs):
+        for i, job, verdict in zip(owners, jobs, decontam.check_many(rws, all_hashes, offsets), strict=True):
+            if job.decontaminate:
+                results[i].contaminated = verdict
+    if near is not None:
+        wanted = [j for j, (i, job) in enumerate(zip(owners, jobs, strict=True))
+                  if job.near and results[i].contaminated is None]
+        for j, signature in zip(wanted, near.signatures_many(all_hashes, offsets, wanted), strict=True):
+            results[owners[j]].band_keys = near.band_keys(signature)
+    return results
 
 
 _STATE: tuple[Decontaminator | None, NearDeduper | None] = (None, None)
@@ -91,7 +106,7 @@ def _init_worker(decontam: Decontaminator | None, near: NearDeduper | None) -> N
 
 def _analyse_chunk(chunk: list[tuple[list[Message], Job]]) -> list[Analysis]:
     decontam, near = _STATE
-    return [analyse(messages, job, decontam, near) for messages, job in chunk]
+    return analyse(chunk, decontam, near)
 
 
 def default_workers() -> int:
@@ -121,7 +136,7 @@ class Analyser:
 
     def submit(self, context: Any, chunk: list[tuple[list[Message], Job]]) -> None:
         if self.pool is None:
-            self.on_done(context, [analyse(m, job, self.decontam, self.near) for m, job in chunk])
+            self.on_done(context, analyse(chunk, self.decontam, self.near))
             return
         self._pending.append((context, self.pool.apply_async(_analyse_chunk, (chunk,))))
         while len(self._pending) > self.max_ahead:
