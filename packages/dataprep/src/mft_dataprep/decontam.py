@@ -128,6 +128,7 @@ class RecordWords:
 # every hit is confirmed against the real n-gram tuples, so a hash collision can never flag a record.
 _ROLL = np.uint64(0x100000001B3)
 _FILTER_BITS = 22
+_NAME_BITS = 16
 
 
 def ngram_hashes_of(hashes: np.ndarray, n: int) -> np.ndarray:
@@ -153,6 +154,7 @@ class Benchmark:
     entry_points: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> docstring content words
     _filter: np.ndarray | None = None  # a one-hash Bloom filter of the n-gram hashes (2^22 bits)
     _entries: dict[bytes, tuple[str, frozenset[bytes]]] | None = None
+    _names: np.ndarray | None = None  # a one-hash Bloom filter of the entry point names' word hashes
 
     def _bits(self, n: int) -> np.ndarray:
         if self._filter is None:
@@ -177,6 +179,20 @@ class Benchmark:
     def shared_ngram(self, tokens: list[str], n: int) -> tuple[str, ...] | None:
         """The first n-gram of `tokens` that is also a benchmark n-gram, or None."""
         return self.shared_ngram_of(RecordWords.of_words(tokens), n)
+
+    def entry_point_candidates(self, all_hashes: np.ndarray, offsets: np.ndarray) -> list[bool]:
+        """Per record of `RecordWords.many`: whether some word's hash is an entry point name's (no false
+        negatives: a record without one cannot meet the entry-point rule)."""
+        if self._names is None:
+            self._names = np.zeros(1 << _NAME_BITS, dtype=bool)
+            self._names[word_hashes(list(self.entry_points)) & np.uint64((1 << _NAME_BITS) - 1)] = True
+        n_records = len(offsets) - 1
+        if not self.entry_points or not len(all_hashes):
+            return [False] * n_records
+        hit = self._names[all_hashes & np.uint64((1 << _NAME_BITS) - 1)]
+        before = np.zeros(len(hit) + 1, dtype=np.int64)  # hits before each position
+        np.cumsum(hit, out=before[1:])
+        return (before[offsets[1:]] > before[offsets[:-1]]).tolist()
 
     def shared_ngrams_many(self, rws: list[RecordWords], all_hashes: np.ndarray, offsets: np.ndarray,
                            n: int) -> list[tuple[str, ...] | None]:
@@ -250,16 +266,20 @@ class Decontaminator:
 
     def check_many(self, rws: list[RecordWords], all_hashes: np.ndarray,
                    offsets: np.ndarray) -> list[tuple[str, str] | None]:
-        """`check_words` for every record of `RecordWords.many`, the n-gram search done for all at once."""
+        """`check_words` for every record of `RecordWords.many`, the n-gram search done for all at once, and the
+        entry-point rule skipped for records where no word's hash is an entry point name's."""
         shared = [bench.shared_ngrams_many(rws, all_hashes, offsets, self.n) for bench in self.benchmarks]
-        return [self._verdict(rw, [per_bench[i] for per_bench in shared]) for i, rw in enumerate(rws)]
+        names = [bench.entry_point_candidates(all_hashes, offsets) for bench in self.benchmarks]
+        return [self._verdict(rw, [per_bench[i] for per_bench in shared], [per_bench[i] for per_bench in names])
+                for i, rw in enumerate(rws)]
 
-    def _verdict(self, rw: RecordWords, shared_ngrams: list[tuple[str, ...] | None]) -> tuple[str, str] | None:
+    def _verdict(self, rw: RecordWords, shared_ngrams: list[tuple[str, ...] | None],
+                 maybe_names: list[bool] | None = None) -> tuple[str, str] | None:
         token_set: set[bytes] | None = None
-        for bench, shared in zip(self.benchmarks, shared_ngrams, strict=True):
+        for b, (bench, shared) in enumerate(zip(self.benchmarks, shared_ngrams, strict=True)):
             if shared is not None:
                 return bench.name, f"shares the {self.n}-gram {' '.join(shared)!r}"
-            if bench.entry_points:
+            if bench.entry_points and (maybe_names is None or maybe_names[b]):
                 token_set = token_set if token_set is not None else set(rw.parts)
                 entries = bench._entry_bytes()
                 # UTF-8 bytes sort in code point order, so this is the order of the names as str.

@@ -116,11 +116,12 @@ def minhash_values_many(shingle_arrays: list[np.ndarray], permutations: np.ndarr
         if group:
             sizes = [len(shingle_arrays[i]) for i in group]
             hv = _fmix32(np.concatenate([shingle_arrays[i] for i in group]).astype(np.uint32))
-            phv = np.multiply.outer(hv, a)
-            phv += b
+            phv = np.multiply.outer(a, hv)  # one row per permutation: reduceat along rows is the fast direction
+            phv += b[:, None]
             starts = np.zeros(len(sizes), dtype=np.int64)
             np.cumsum(sizes[:-1], out=starts[1:])
-            mins = np.minimum.reduceat(phv, starts, axis=0)  # every group member has at least one shingle
+            # Every group member has at least one shingle, so no segment is empty.
+            mins = np.ascontiguousarray(np.minimum.reduceat(phv, starts, axis=1).T)
             for row, i in enumerate(group):
                 out[i] = mins[row]
         group, size = [], 0
