@@ -4,12 +4,14 @@ Generates Evol-instruction-like records (instruction/output pairs: a lognormal n
 block, prose around it; about 4% exact duplicates with changed case/spacing and 3% near duplicates), then, for
 each size, times in separate processes, interleaved: the bare read (baseline), `mft-prep` without near-dup and
 with near-dup (the defaults otherwise: Evol filters, exact dedup, HumanEval decontamination, split, shards).
-Prints ratios against the baseline of the same size measured in the same run (the machine is shared, so absolute
-seconds mean little) and every process's peak RSS.
+Prints ratios against the baseline of the same size measured in the same run, just before (the machine is shared, so
+absolute seconds mean little), in wall-clock seconds and in CPU seconds (all threads, mft-prep's worker processes
+included), and every process's peak RSS (the largest worker's separately).
 
     .venv/bin/python benchmarks/prep_speed.py                      # 100k records, plus 50k for the memory check
     .venv/bin/python benchmarks/prep_speed.py --sizes 20000 --repeats 1
     .venv/bin/python benchmarks/prep_speed.py --breakdown 20000    # CPU seconds as each stage is switched on
+    .venv/bin/python benchmarks/prep_speed.py --sizes 20000 --workers auto,0   # with and without worker processes
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    mode, src, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     t0 = time.perf_counter()
     if mode == "baseline":
         import pyarrow.json as pj
@@ -37,12 +39,14 @@ _CHILD = textwrap.dedent(
             "tasks": [{"name": "evol", "sources": [src]}],
             "dedup": {"near": mode == "prep-near"},
         }, base_dir=".")
-        result = run_with_result(config, out, progress=False)
+        result = run_with_result(config, out, progress=False, workers=None if workers == "auto" else int(workers))
         rows = result.manifest["totals"]["kept"]
         totals = result.manifest["totals"]
     seconds = time.perf_counter() - t0
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": mode, "seconds": seconds, "rows": rows, "peak_mib": peak_mib,
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"mode": mode, "seconds": seconds, "rows": rows,
+                      "cpu": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+                      "peak_mib": own.ru_maxrss / 1024, "worker_peak_mib": kids.ru_maxrss / 1024,
                       "totals": totals if mode != "baseline" else None}))
     """
 )
@@ -99,8 +103,9 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps(rec) + "\n")
 
 
-def run_child(mode: str, src: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(out)], capture_output=True, text=True)
+def run_child(mode: str, src: Path, out: Path, workers: str = "auto") -> dict:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(out), workers], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -136,7 +141,7 @@ def breakdown(n: int, tmpdir: Path) -> None:
         data["tasks"] = [{**task, "sources": [str(src)]} for task in data["tasks"]]
         config = PrepConfig.from_dict(data, base_dir=tmpdir)
         t = time.process_time()
-        run_with_result(config, tmpdir / f"stage-{i}", progress=False)
+        run_with_result(config, tmpdir / f"stage-{i}", progress=False, workers=0)  # all work in this process
         cpu = time.process_time() - t
         print(f"  {name:34s} {cpu:6.2f} CPU s  (+{cpu - previous:5.2f})  {cpu / base:5.1f}x read_json", flush=True)
         previous = cpu
@@ -148,43 +153,57 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repetitions per size")
     parser.add_argument("--workdir", type=Path, default=None, help="where to put inputs and outputs (default: a temp dir)")
     parser.add_argument("--breakdown", type=int, default=0, help="only time the stages on this many records")
+    parser.add_argument("--workers", default="auto",
+                        help="comma-separated worker settings to time mft-prep with: auto (the default: one per CPU"
+                             " for big inputs) or a number, 0 for everything in one process")
     args = parser.parse_args()
     if args.breakdown:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             breakdown(args.breakdown, Path(tmp))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
+    settings = args.workers.split(",")
+    modes = [(m, w) for w in settings for m in ("prep", "prep-near")]
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmpdir = Path(tmp)
-        results: dict[int, dict[str, list[dict]]] = {}
+        results: dict[int, dict[tuple[str, str], list[dict]]] = {}
         for n in sizes:
             src = tmpdir / f"evol-{n}.jsonl"
             generate(src, n)
             mib = src.stat().st_size / 2**20
             print(f"\n{n:,} records, {mib:.0f} MiB JSONL", flush=True)
-            runs: dict[str, list[dict]] = {"baseline": [], "prep": [], "prep-near": []}
+            runs: dict[tuple[str, str], list[dict]] = {("baseline", "-"): [], **{key: [] for key in modes}}
             for rep in range(args.repeats):
-                for mode in ("baseline", "prep", "baseline", "prep-near"):
-                    out = tmpdir / f"out-{n}-{mode}-{rep}"
-                    r = run_child(mode, src, out)
-                    runs[mode].append(r)
-                    print(f"  {mode:10s} {r['seconds']:7.2f} s  peak {r['peak_mib']:7.0f} MiB"
-                          + (f"  totals {r['totals']}" if r["totals"] else ""), flush=True)
+                for mode, workers in modes:  # a baseline before each mft-prep run: both see the same machine load
+                    for key in (("baseline", "-"), (mode, workers)):
+                        out = tmpdir / f"out-{n}-{key[0]}-{key[1]}-{rep}"
+                        r = run_child(key[0], src, out, key[1] if key[1] != "-" else "auto")
+                        runs[key].append(r)
+                        print(f"  {key[0]:10s} workers {key[1]:4s} {r['seconds']:7.2f} s  cpu {r['cpu']:7.2f} s"
+                              f"  peak {r['peak_mib']:6.0f} MiB (workers {r['worker_peak_mib']:4.0f})"
+                              + (f"  totals {r['totals']}" if r["totals"] else ""), flush=True)
             results[n] = runs
-        print("\nsize      prep/read  prep+near/read  peak MiB: read  prep  prep+near")
+        print("\nsize      workers  prep/read  prep+near/read  (cpu: prep/read  prep+near/read)  peak MiB: read  prep"
+              "  prep+near  (largest worker)")
         for n, runs in results.items():
-            base = min(r["seconds"] for r in runs["baseline"])
-            prep = min(r["seconds"] for r in runs["prep"])
-            near = min(r["seconds"] for r in runs["prep-near"])
-            peak = {m: max(r["peak_mib"] for r in runs[m]) for m in runs}
-            print(f"{n:<9,} {prep / base:9.1f}x {near / base:14.1f}x  {peak['baseline']:14.0f} {peak['prep']:5.0f}"
-                  f" {peak['prep-near']:10.0f}")
+            base = min(r["seconds"] for r in runs[("baseline", "-")])
+            base_cpu = min(r["cpu"] for r in runs[("baseline", "-")])
+            peak_base = max(r["peak_mib"] for r in runs[("baseline", "-")])
+            for w in settings:
+                prep, near = runs[("prep", w)], runs[("prep-near", w)]
+                t_prep, t_near = min(r["seconds"] for r in prep), min(r["seconds"] for r in near)
+                c_prep, c_near = min(r["cpu"] for r in prep), min(r["cpu"] for r in near)
+                p_prep, p_near = max(r["peak_mib"] for r in prep), max(r["peak_mib"] for r in near)
+                p_work = max(r["worker_peak_mib"] for r in prep + near)
+                print(f"{n:<9,} {w:7s} {t_prep / base:9.1f}x {t_near / base:14.1f}x  {c_prep / base_cpu:11.1f}x"
+                      f" {c_near / base_cpu:15.1f}x  {peak_base:15.0f} {p_prep:5.0f} {p_near:10.0f}  {p_work:8.0f}")
         if len(sizes) > 1:
             lo, hi = sizes[0], sizes[-1]
-            for mode in ("baseline", "prep", "prep-near"):
-                a = max(r["peak_mib"] for r in results[lo][mode])
-                b = max(r["peak_mib"] for r in results[hi][mode])
-                print(f"peak memory {mode:10s}: {a:.0f} MiB at {lo:,} -> {b:.0f} MiB at {hi:,} ({b / a:.2f}x)")
+            for key in [("baseline", "-"), *modes]:
+                a = max(r["peak_mib"] for r in results[lo][key])
+                b = max(r["peak_mib"] for r in results[hi][key])
+                print(f"peak memory {key[0]:10s} workers {key[1]:4s}: {a:.0f} MiB at {lo:,} -> {b:.0f} MiB at {hi:,}"
+                      f" ({b / a:.2f}x)")
 
 
 if __name__ == "__main__":
