@@ -117,6 +117,7 @@ class _Run:
         self._chunk: list[tuple[RawItem, str, list[Message] | None, Rejected | None]] = []
         self._jobs: list[tuple[list[Message], Job]] = []
         self._chunk_chars = 0
+        self._job_cache: dict[Job, Job] = {}
         self.rejects = open(output / (REJECTS + ".tmp"), "w", encoding="utf-8")  # noqa: SIM115
 
     # -- pass 1 ---------------------------------------------------------------------------------------------
@@ -189,7 +190,8 @@ class _Run:
             self._chunk.append((item, label, messages, None))
             job = Job(quality, self.exact is not None, self.decontam is not None and task.decontaminate,
                       self.near is not None)
-            self._jobs.append((messages, job))
+            # One shared Job per setting, so a chunk sent to a worker pickles each setting once.
+            self._jobs.append((messages, self._job_cache.setdefault(job, job)))
             self._chunk_chars += sum(len(content) for _, content in messages)
         if len(self._chunk) >= CHUNK_RECORDS or self._chunk_chars >= CHUNK_CHARS:
             self._submit_chunk(task, counts, spool, smallest)
