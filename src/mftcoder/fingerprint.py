@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mftcoder.pipeline import config_strings
+
 CONTENT_LIMIT = 64 * 1024 * 1024
 GLOB_CHARS = set("*?[")
 
@@ -68,7 +70,7 @@ def referenced_paths(config: Any, base_dir: Path, exclude: list[Path]) -> dict[s
     """
     excluded = [p.resolve() for p in exclude]
     found: dict[str, str] = {}
-    for text in _strings(config):
+    for text in config_strings(config):
         if not text or "\n" in text or len(text) > 4096:
             continue
         candidates: list[Path]
@@ -98,12 +100,3 @@ def stage_key(tool: str, config: Any, upstream_keys: dict[str, str], inputs: dic
         )
     )
 
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []

@@ -119,7 +119,7 @@ class Pipeline:
     def references(self, stage: StageSpec) -> list[str]:
         """Names of earlier stages this stage's config refers to with `${name.output}`."""
         found: list[str] = []
-        for text in _strings(stage.config):
+        for text in config_strings(stage.config):
             for ref in REFERENCE.findall(text):
                 head = ref.split(".", 1)[0]
                 if "." in ref and head != "env" and head not in found:
@@ -192,13 +192,14 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def _strings(value: Any) -> list[str]:
+def config_strings(value: Any) -> list[str]:
+    """Every string inside a config (nested dicts and lists), in order."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for v in value.values() for s in config_strings(v)]
     if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
+        return [s for v in value for s in config_strings(v)]
     return []
 
 
