@@ -96,6 +96,10 @@ def test_tiny_end_to_end_loss_falls_and_writes_contract_2(tmp_path: Path, datase
     assert all(v is not None and v < first for v in record["valid_loss_per_task"].values())
     assert record["config"]["max_steps"] == 30
     metrics = read_metrics(cfg.output_dir / "metrics.jsonl")
-    assert any("valid_loss_per_task" in r and r["step"] == 15 for r in metrics)
+    at_15 = [r for r in metrics if r["step"] == 15 and "valid_loss" in r]
+    assert len(at_15) == 1 and all(f"valid_loss/{t}" in at_15[0] for t in ("chat-c", "code-a", "code-b"))
+    train = [r for r in metrics if "lr" in r]
+    assert all(r[f"weight/{t}"] == pytest.approx(1 / 3) for r in train for t in ("chat-c", "code-a", "code-b"))
+    assert all(isinstance(r.get("train_loss/code-a"), float) for r in train)  # the largest task is in every step
     lrs = [r["lr"] for r in metrics if "lr" in r]
     assert lrs[0] == pytest.approx(1e-2 / 3) and lrs[2] == pytest.approx(1e-2)  # warm-up in optimizer steps

@@ -73,8 +73,12 @@ class BalancingController:
         model: torch.nn.Module | None = None,
         process_group: dist.ProcessGroup | None = None,
         device: torch.device | None = None,
+        validate_every: int | None = None,
     ) -> None:
         self.cfg = cfg
+        # Steps between validations: the trainer passes its one setting (TrainConfig.eval_every, 0 = only at the
+        # end of training); None falls back to loss.validation.every (standalone use of the controller).
+        self.validate_every = cfg.validation.every if validate_every is None else int(validate_every)
         self.task_names = list(task_names)
         cfg.check_tasks(self.task_names)
         self.num_tasks = K = len(self.task_names)
@@ -193,7 +197,7 @@ class BalancingController:
         if self.slice is not None:
             m["balancer_seconds"] = self.slice.seconds
 
-        if step % self.cfg.validation.every == 0:
+        if self.validate_every and step % self.validate_every == 0:
             self._validate_and_decide(step, report)
         return report
 

@@ -80,7 +80,11 @@ class TrainConfig(_Section):
     save_every: int = Field(default=0, ge=0, description="0: only the final model")
     keep_last: int = Field(default=2, ge=1)
     resume: Literal["auto", "never"] | Path = "auto"
-    eval_every: int = Field(default=0, ge=0, description="0: evaluate on the valid split only at the end")
+    eval_every: int = Field(
+        default=0, ge=0,
+        description="optimizer steps between per-task validations (0: only at the end); the one validation cadence: "
+        "loss.validation.every is accepted as another spelling of it and must agree when both are given",
+    )
 
     packing: bool = True
     seq_length: int = Field(default=1024, ge=8)
@@ -106,10 +110,31 @@ class TrainConfig(_Section):
             if "mode" in self.data.model_fields_set and self.data.mode != self.mode:
                 raise ValueError(f"mode ({self.mode}) and data.mode ({self.data.mode}) disagree; set one of them")
             self.data.mode = self.mode
+        self._reconcile_validation_cadence()
         dist = self.distributed
         if dist.deepspeed_config is not None and dist.backend != "deepspeed":
             raise ValueError("distributed.deepspeed_config is set but distributed.backend is not 'deepspeed'")
         return self
+
+    def _reconcile_validation_cadence(self) -> None:
+        """`eval_every` is the one validation cadence (loop, balancing controller, early stopping).
+
+        `loss.validation.every` (the balancing section's spelling) is copied into it when only that one is given;
+        both given and different is an error, as is early stopping with no validation before the end.
+        """
+        every_set = "every" in self.loss.validation.model_fields_set
+        if every_set:
+            if "eval_every" in self.model_fields_set and self.eval_every != self.loss.validation.every:
+                raise ValueError(
+                    f"eval_every ({self.eval_every}) and loss.validation.every ({self.loss.validation.every}) "
+                    "disagree; they are one setting (steps between validations): give only eval_every"
+                )
+            self.eval_every = self.loss.validation.every
+        if self.loss.early_stopping.patience is not None and self.eval_every == 0:
+            raise ValueError(
+                "loss.early_stopping.patience is set but eval_every is 0 (validation only at the end), so early "
+                "stopping could never act; set eval_every to the steps between validations"
+            )
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

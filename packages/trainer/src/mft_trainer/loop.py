@@ -12,6 +12,20 @@ One optimizer step (the unit of the schedule, of checkpoints and of resume):
     backend.step(clip_grad)               clip, AdamW, LR schedule: once per optimizer step on every backend
 
 so the loss is normalised over the whole optimizer step (REFERENCE.md §3), never per micro-batch or per rank.
+
+The multi-task side (loss mode, self-paced/CoBa task weights, per-task validation, early stopping, plots and the
+per-task summary) is one `balancing.BalancingController`; every rank calls it at the same steps (it all-reduces):
+
+    fresh run: ctl.on_train_begin(0)            (CoBa's step-0 normalisers)   resume: ctl.load_state_dict(state)
+    after each optimizer step: report = ctl.on_step_end(done, result)
+        report.metrics -> progress bar, metrics.jsonl, TensorBoard; report.is_best -> output_dir/best/;
+        report.should_stop -> early stop (final model written at that step)
+    every checkpoint: meta.json balancer_state = ctl.state_dict()
+    at the end: ctl.on_train_end(step, output_dir) -> final validation, PNGs, summary table, mft_train.json
+
+Validation runs every `eval_every` optimizer steps (TrainConfig's one cadence; `loss.validation.every` is another
+spelling of it) and at the end, on the `valid` split minus the balancer slice when `loss.validation.slice` is
+`separate`.
 """
 
 from __future__ import annotations
@@ -24,10 +38,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from mft_trainer import checkpoint as ckpt
 from mft_trainer import data as data_mod
 from mft_trainer import modeling
+from mft_trainer.balancing import BalancingController, StepReport
 from mft_trainer.config import TrainConfig
 from mft_trainer.dataset import open_prepared
 from mft_trainer.distributed import (
@@ -43,6 +59,7 @@ from mft_trainer.losses import StepLoss
 from mft_trainer.metrics_log import MetricsLogger
 
 Batch = dict[str, torch.Tensor]
+BEST = "best"  # output_dir/best/: the model at the best validation metric (Contract 2 layout, like final/)
 
 
 def seed_everything(seed: int) -> None:
@@ -82,31 +99,43 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     dataset = open_prepared(cfg.data.path)
     tasks = list(dataset.tasks)
     cfg.loss.check_tasks(tasks)
-    if cfg.loss.resolved_mode(len(tasks)) in ("self_paced", "coba"):
-        # Balancers update task weights from validation losses between steps; they join this loop in issue 5.
-        raise ValueError(f"loss.mode: {cfg.loss.mode!r} needs the loss balancer, not yet wired into the loop; "
-                         "use token, sample, task, task_sample, focal_sample or focal_task")
     seed_everything(cfg.seed)  # identical initial weights on every rank
     tokenizer = modeling.load_tokenizer(cfg.model)
     model = modeling.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer), device=env.device)
     backend = wrap_model(model, cfg, env, rebuild=lambda: modeling.build_model(
         cfg.model, cfg.peft, vocab_size=len(tokenizer), device=torch.device("cpu")))
     attn = modeling.hf_model(model).mft_attn_implementation  # what build_model resolved from `auto`
+    if env.is_main:
+        # Tokenization cache built once, by rank 0; the other ranks then load it (see data.tokenized_split).
+        for split in ("train", "valid"):
+            data_mod.tokenized_split(cfg.data, cfg.template, tokenizer, split, cfg.seq_length)
+    barrier(env)
     stream = data_mod.build_train_stream(
         cfg.data, cfg.template, tokenizer, seq_length=cfg.seq_length, packing=cfg.packing,
         micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, rank=env.rank,
         world_size=env.world_size, seed=cfg.seed,
     )
-    step_loss = StepLoss(
-        cfg.loss.combine_mode(len(tasks)), len(tasks), task_weights=cfg.loss.task_weight_vector(tasks),
-        alpha=cfg.loss.alpha_vector(tasks), gamma=cfg.loss.gamma,
+    valid_batches = [_to_device(b, env.device) for b in data_mod.build_eval_batches(
+        cfg.data, cfg.template, tokenizer, split="valid", seq_length=cfg.seq_length,
+        micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, rank=env.rank, world_size=env.world_size,
+    )]
+    ctl = BalancingController(
+        cfg.loss, tasks, token_losses=lambda b: modeling.token_losses(backend.model, b, attn)[0],
+        valid_batches=valid_batches, model=backend.model, device=env.device, validate_every=cfg.eval_every,
     )
-    balancer_state: dict[str, Any] = {}  # filled by the loss balancer (issue 5) and saved with every checkpoint
+    step_loss = ctl.step_loss
 
     start_step = 0
     seed_everything(cfg.seed + 1000 * env.rank)  # dropout differs across ranks, reproducibly
     if resume_from is not None:
         start_step, balancer_state = _restore(Path(resume_from), backend, stream, env)
+        if balancer_state:
+            ctl.load_state_dict(balancer_state)
+        elif ctl.balancer is not None:
+            raise RuntimeError(f"resume: {resume_from} holds no balancer state, which loss.mode "
+                               f"{ctl.mode!r} needs to continue; resume: never to start over")
+    else:
+        ctl.on_train_begin(0)  # no-op without a balancer; CoBa/self-paced: step-0 losses on the slice
 
     logger = MetricsLogger(
         output_dir, active=env.is_main, total_steps=cfg.max_steps, start_step=start_step,
@@ -115,16 +144,23 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     local_numel, full_numel = backend.local_parameter_numel()
     logger.log(start_step, {
         "event": "resumed" if resume_from is not None else "started", "from": str(resume_from or ""),
-        "world_size": env.world_size, "backend": env.backend,
+        "world_size": env.world_size, "backend": env.backend, "loss_mode": ctl.mode,
         "param_elements_this_rank": local_numel, "param_elements_full": full_numel,
         "optimizer_partition_elements_this_rank": backend.optimizer_partition_numel(),
         "trainable_elements": sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters() if p.requires_grad),
+        "valid_micro_batches_this_rank": len(ctl.valid_batches),
+        "balancer_slice_micro_batches_this_rank": len(ctl.slice.batches) if ctl.slice is not None else 0,
     })
+    record_base = {"config": cfg.to_yaml_dict(), "dataset_manifest_hash": dataset.manifest_hash, "tasks": tasks,
+                   "world_size": env.world_size, "loss_mode": ctl.mode}
 
     # ---- train loop ----------------------------------------------------------------------------------------------
     last_stop = cfg.max_steps if stop_at_step is None else min(stop_at_step, cfg.max_steps)
     backend.model.train()
     result = None
+    stopped_early = False
+    step = start_step
+    last_valid = ""
     for step in range(start_step, last_stop):
         started = time.perf_counter()
         micro = [_to_device(mb, env.device) for mb in stream.next_step()]
@@ -135,6 +171,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         counts = _global_counts(micro, env)
         elapsed = time.perf_counter() - started
         done = step + 1
+        report = ctl.on_step_end(done, result)  # balancer update, validation, early-stopping decision
 
         metrics: dict[str, Any] = {
             "loss": result.loss,
@@ -145,40 +182,88 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
             "pad_fraction": counts["pad"] / max(counts["slots"], 1),
             "tokens_per_s": counts["tokens"] / elapsed,
             "step_time_s": elapsed,
-            "loss_per_task": {t: _finite(v) for t, v in zip(tasks, result.per_task_loss.tolist(), strict=True)},
+            **_clean(report.metrics),
         }
         if aux_mean is not None:
             metrics["aux_loss"] = aux_mean
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
-            metrics["valid_loss_per_task"] = evaluate(backend, cfg, tokenizer, tasks, env, attn)
-        if done % cfg.logging.log_every == 0 or done == last_stop:
+        if report.validated:
+            last_valid = _valid_detail(tasks, report.metrics)
+        if done % cfg.logging.log_every == 0 or done == last_stop or report.validated or report.should_stop:
             logger.log(done, metrics)
-        logger.advance(done, result.loss, metrics["tokens_per_s"])
+        logger.advance(done, result.loss, metrics["tokens_per_s"], _train_detail(tasks, report.metrics) + last_valid)
+
+        if report.is_best:
+            save_best(backend, tokenizer, cfg, env, report, record_base)
+        if report.should_stop:
+            stopped_early = True
+            step = done
+            if env.is_main:
+                logger.log(done, {"event": "early_stop", "best_step": ctl.early_stopping.best_step,
+                                  "patience": ctl.early_stopping.patience})
+            break
 
         # ---- checkpoint ------------------------------------------------------------------------------------------
         if (cfg.save_every and done % cfg.save_every == 0) or (done == last_stop and done < cfg.max_steps):
-            save_checkpoint(cfg, backend, stream, tokenizer, env, done, balancer_state)
+            save_checkpoint(cfg, backend, stream, tokenizer, env, done, ctl.state_dict())
+        step = done
 
     # ---- final model and clean-up ----------------------------------------------------------------------------------
     final_dir = output_dir / ckpt.FINAL
-    if last_stop == cfg.max_steps:
-        valid = evaluate(backend, cfg, tokenizer, tasks, env, attn)
-        if env.is_main:
-            logger.log(cfg.max_steps, {"valid_loss_per_task": valid})
+    if last_stop == cfg.max_steps or stopped_early:
+        end = ctl.on_train_end(step, output_dir if env.is_main else None)  # final validation if not done at `step`
+        if end.validated:
+            logger.log(step, _clean(end.metrics))
+            if end.is_best:
+                save_best(backend, tokenizer, cfg, env, end, record_base)
+        valid = {t: _finite(v) for t, v in zip(tasks, _last_valid(ctl), strict=True)}
+        rows = ctl.summary_rows()
         record = {
-            "config": cfg.to_yaml_dict(),
-            "dataset_manifest_hash": dataset.manifest_hash,
-            "tasks": tasks,
-            "step": cfg.max_steps,
-            "world_size": env.world_size,
+            **record_base,
+            "step": step,
+            "stopped_early": stopped_early,
             "valid_loss_per_task": valid,
+            "valid_metric": {"name": cfg.loss.early_stopping.metric,
+                             "best_value": _finite(ctl.early_stopping.best_value),
+                             "best_step": ctl.early_stopping.best_step},
+            "task_summary": {r["task"]: {k: (_finite(v) if isinstance(v, float) else v) for k, v in r.items()
+                                         if k != "task"} for r in rows},
+            "balancer_seconds": ctl.slice.seconds if ctl.slice is not None else 0.0,
+            "validation_seconds": ctl.validation_seconds,
             "last_train_loss": result.loss if result is not None else None,
             "data_stats": _stats_dict(stream),
         }
         save_final(backend, tokenizer, cfg, env, final_dir, record)
+        if env.is_main:
+            logger.close()
+            Console().print(ctl.summary_table())
     logger.close()
     barrier(env)
     return final_dir
+
+
+def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The controller's flat metrics with NaN (a task absent from a step, no best yet) as null for strict JSON."""
+    return {k: _finite(v) for k, v in metrics.items()}
+
+
+def _last_valid(ctl: BalancingController) -> list[float]:
+    """Per-task validation loss of the controller's latest validation (NaN when none ran)."""
+    if not ctl.valid_records:
+        return [float("nan")] * len(ctl.task_names)
+    named = ctl.valid_records[-1]["valid"]
+    return [float(named[t]) for t in ctl.task_names]
+
+
+def _train_detail(tasks: list[str], m: dict[str, float]) -> str:
+    parts = []
+    for t in tasks:
+        loss = m.get(f"train_loss/{t}")
+        parts.append(f"{t} {'-' if loss is None else f'{loss:.3f}'} w{m.get(f'weight/{t}', float('nan')):.2f}")
+    return " | ".join(parts)
+
+
+def _valid_detail(tasks: list[str], m: dict[str, float]) -> str:
+    return " || valid " + " ".join(f"{t} {m.get(f'valid_loss/{t}', float('nan')):.3f}" for t in tasks)
 
 
 def forward_backward(
@@ -227,53 +312,6 @@ def _stats_dict(stream: Any) -> Any:
     """The stream's counts (tokens, pad fraction, dropped/truncated/no-supervised samples) for mft_train.json."""
     stats = getattr(stream, "stats", None)
     return stats.as_dict() if stats is not None and hasattr(stats, "as_dict") else None
-
-
-@torch.no_grad()
-def evaluate(
-    backend: Backend, cfg: TrainConfig, tokenizer: Any, tasks: list[str], env: DistEnv, attn: str
-) -> dict[str, float | None]:
-    """Token-mean validation loss per task over the whole `valid` split (every sample once across ranks)."""
-    batches = data_mod.build_eval_batches(
-        cfg.data, cfg.template, tokenizer, split="valid", seq_length=cfg.seq_length,
-        micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, rank=env.rank, world_size=env.world_size,
-    )
-    # Sharded backends need every rank in every forward: pad the shorter ranks with fully masked copies.
-    count = torch.tensor([len(batches)])
-    if env.initialized:
-        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
-    n = int(count)
-    if n == 0:
-        return {t: None for t in tasks}
-    if not batches:
-        batches = [_masked_batch(cfg.seq_length)]
-    while len(batches) < n:
-        filler = dict(batches[0])
-        filler["targets"] = torch.full_like(filler["targets"], -100)
-        batches.append(filler)
-    batches = [_to_device(b, env.device) for b in batches]
-    meter = StepLoss("token", len(tasks))
-    backend.model.eval()
-    try:
-        meter.begin_step(batches)
-        for mb in batches:
-            meter.micro_loss(modeling.token_losses(backend.model, mb, attn)[0], mb)
-        result = meter.end_step()
-    finally:
-        backend.model.train()
-    return {t: _finite(v) for t, v in zip(tasks, result.per_task_loss.tolist(), strict=True)}
-
-
-def _masked_batch(length: int) -> Batch:
-    ids = torch.zeros(1, length, dtype=torch.int64)
-    return {
-        "input_ids": ids,
-        "targets": torch.full_like(ids, -100),
-        "position_ids": torch.arange(length).unsqueeze(0),
-        "segment_ids": torch.ones_like(ids),
-        "task_ids": torch.zeros_like(ids),
-        "sample_ids": torch.zeros_like(ids),
-    }
 
 
 def save_checkpoint(
@@ -326,6 +364,24 @@ def _restore(path: Path, backend: Backend, stream: Any, env: DistEnv) -> tuple[i
     ckpt.set_rng_state(rank_state["rng"])
     barrier(env)
     return int(meta["step"]), dict(meta.get("balancer_state") or {})
+
+
+def save_best(
+    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, report: StepReport, record_base: dict[str, Any]
+) -> None:
+    """`output_dir/best/`: the model at the best validation metric so far (Contract 2, replaced atomically).
+
+    Collective (the model is gathered on sharded backends): every rank calls it, at the same steps, since the
+    decision comes from all-reduced validation losses.
+    """
+    m = report.metrics
+    record = {
+        **record_base,
+        "step": report.step,
+        "valid_metric": {"name": cfg.loss.early_stopping.metric, "value": _finite(m["valid_metric"])},
+        "valid_loss_per_task": {t: _finite(m[f"valid_loss/{t}"]) for t in record_base["tasks"]},
+    }
+    save_final(backend, tokenizer, cfg, env, Path(cfg.output_dir) / BEST, record)
 
 
 def save_final(

@@ -1,4 +1,5 @@
-"""Training metrics: a rich progress bar (step, loss, tokens/s, ETA), `metrics.jsonl` and TensorBoard (rank 0).
+"""Training metrics: a rich progress bar (step, loss, tokens/s, ETA, per-task losses and weights), `metrics.jsonl`
+and TensorBoard (rank 0).
 
 On resume, lines of `metrics.jsonl` written after the resumed step by the interrupted run are dropped, so the file
 always describes one trajectory.
@@ -79,9 +80,11 @@ class MetricsLogger:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[detail]}"),
             )
             self._progress.start()
-            self._task_id = self._progress.add_task("train", total=total_steps, completed=start_step, loss="-", tps="-")
+            self._task_id = self._progress.add_task("train", total=total_steps, completed=start_step, loss="-", tps="-",
+                                                  detail="")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
@@ -98,9 +101,12 @@ class MetricsLogger:
                         if isinstance(v, int | float) and math.isfinite(v):
                             self._writer.add_scalar(f"{key}/{sub}", v, step)
 
-    def advance(self, step: int, loss: float, tokens_per_s: float) -> None:
+    def advance(self, step: int, loss: float, tokens_per_s: float, detail: str = "") -> None:
+        """Move the bar; `detail` is a short per-task line (train/validation loss and weight of each task)."""
         if self.active and self._progress is not None:
-            self._progress.update(self._task_id, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:,.0f}")
+            self._progress.update(
+                self._task_id, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:,.0f}", detail=detail
+            )
 
     def close(self) -> None:
         if not self.active:
@@ -110,6 +116,7 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
         self._file.close()
+        self.active = False  # closing twice is harmless
 
 
 def _json_safe(value: Any) -> Any:
