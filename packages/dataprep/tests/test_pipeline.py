@@ -346,3 +346,22 @@ def test_worker_processes_give_byte_identical_outputs(tmp_path, monkeypatch):
     assert files == sorted(p.relative_to(tmp_path / "pooled") for p in (tmp_path / "pooled").rglob("*") if p.is_file())
     for rel in files:
         assert (tmp_path / "inline" / rel).read_bytes() == (tmp_path / "pooled" / rel).read_bytes(), rel
+
+
+def _die(chunk):
+    import os
+
+    os._exit(3)
+
+
+def test_a_dead_worker_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mft_dataprep import work
+
+    src = write_jsonl(tmp_path / "a.jsonl", [evol_record(i) for i in range(20)])
+    config = make_config(tmp_path, [{"name": "evol", "sources": [str(src)]}])
+    monkeypatch.setattr(work, "_analyse_chunk", _die)  # the workers are forked after this, so they run it
+    with pytest.raises(BrokenProcessPool):
+        run_with_result(config, tmp_path / "out", progress=False, workers=2)
+    assert not (tmp_path / "out" / MANIFEST).exists()

@@ -6,7 +6,8 @@ decisions that depend on earlier records (exact and near dedup, ids, split, spoo
 (`prep._Run`), which applies the results strictly in input order, so the outputs are byte-identical whether
 `analyse` ran inline or in a worker process. Workers are forked (they inherit the loaded benchmarks and MinHash
 permutations), at most `max_ahead` chunks are in flight so memory stays bounded, and only the conversation goes
-to a worker and a few hashes come back.
+to a worker and a few hashes come back. A process pool because the work is pure Python and numpy on small
+arrays, which holds the GIL: threads would not run it in parallel.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
 from .config import QualityConfig
@@ -110,7 +111,7 @@ def _analyse_chunk(chunk: list[tuple[list[Message], Job]]) -> list[Analysis]:
 
 
 def default_workers() -> int:
-    """Worker processes to use: one per CPU this process may run on beyond the first (0: work inline)."""
+    """Worker processes to use: one per CPU this process may run on (at most 8), or 0 (work inline) on one CPU."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -127,18 +128,20 @@ class Analyser:
         self.decontam = decontam
         self.near = near
         self.on_done = on_done
-        self.pool: Pool | None = None
+        self.pool: ProcessPoolExecutor | None = None
         if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context("fork")
-            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(decontam, near))
+            # An executor rather than multiprocessing.Pool: a worker that dies (killed for memory) breaks the run
+            # with BrokenProcessPool instead of leaving it waiting forever for the lost chunk.
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_init_worker, initargs=(decontam, near))
         self.max_ahead = 2 * workers
-        self._pending: deque[tuple[Any, AsyncResult | list[Analysis]]] = deque()
+        self._pending: deque[tuple[Any, Future]] = deque()
 
     def submit(self, context: Any, chunk: list[tuple[list[Message], Job]]) -> None:
         if self.pool is None:
             self.on_done(context, analyse(chunk, self.decontam, self.near))
             return
-        self._pending.append((context, self.pool.apply_async(_analyse_chunk, (chunk,))))
+        self._pending.append((context, self.pool.submit(_analyse_chunk, chunk)))
         while len(self._pending) > self.max_ahead:
             self._finish_one()
 
@@ -147,11 +150,11 @@ class Analyser:
             self._finish_one()
 
     def _finish_one(self) -> None:
-        context, result = self._pending.popleft()
-        self.on_done(context, result.get() if isinstance(result, AsyncResult) else result)
+        context, future = self._pending.popleft()
+        self.on_done(context, future.result())
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        self._pending.clear()
