@@ -69,15 +69,16 @@ def test_coba_weights_move_and_everything_is_logged(tmp_path: Path, dataset: Pat
 
 
 def test_coba_resume_equals_uninterrupted(tmp_path: Path, dataset: Path) -> None:
-    common = {"max_steps": 8, "save_every": 2, "eval_every": 3, "loss": COBA, "schedule__warmup_steps": 2}
+    common = {"max_steps": 6, "save_every": 2, "eval_every": 3, "loss": COBA, "schedule__warmup_steps": 2}
     straight = tiny_config(tmp_path / "a", dataset, **common)
     final_a = run_training(straight, progress=False)
 
     resumed = tiny_config(tmp_path / "b", dataset, **common)
-    run_training(resumed, progress=False, stop_at_step=5)  # preempted: checkpoint step-5, no final model
-    assert [s for s, _ in ckpt.complete_checkpoints(resumed.output_dir)] == [4, 5]
-    meta = ckpt.read_meta(ckpt.checkpoint_dir(resumed.output_dir, 5))
-    assert meta["balancer_state"]["mode"] == "coba" and len(meta["balancer_state"]["balancer"]["steps"]) == 4
+    run_training(resumed, progress=False, stop_at_step=4)  # preempted: checkpoint step-4, no final model
+    assert [s for s, _ in ckpt.complete_checkpoints(resumed.output_dir)] == [2, 4]
+    meta = ckpt.read_meta(ckpt.checkpoint_dir(resumed.output_dir, 4))
+    # steps 0..4 in the slope window (history 4 keeps the last 4); CoBa acted at steps 3 and 4 (warm-up 2)
+    assert meta["balancer_state"]["mode"] == "coba" and meta["balancer_state"]["balancer"]["steps"] == [1, 2, 3, 4]
     final_b = run_training(resumed, progress=False)
 
     keys = ["step", "loss", "lr", *(f"{p}/{t}" for p in ("weight", "train_loss", "slice_loss", "valid_loss")

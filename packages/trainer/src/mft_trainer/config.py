@@ -130,6 +130,8 @@ class TrainConfig(_Section):
                     "disagree; they are one setting (steps between validations): give only eval_every"
                 )
             self.eval_every = self.loss.validation.every
+        elif self.eval_every > 0:
+            self.loss.validation.every = self.eval_every  # so the recorded config reads the same in both places
         if self.loss.early_stopping.patience is not None and self.eval_every == 0:
             raise ValueError(
                 "loss.early_stopping.patience is set but eval_every is 0 (validation only at the end), so early "
