@@ -114,6 +114,14 @@ def test_packing_probe_detects_contamination(monkeypatch: pytest.MonkeyPatch) ->
         return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
     monkeypatch.setattr(modeling, "_block_causal_mask", leaky)
+    assert modeling.verify_packing_isolation(model, "eager") > modeling._ISOLATION_TOLERANCE
+    assert modeling.set_packed_attention(model, "mask") == "mask"
+    assert modeling.verify_packing_isolation(model, "sdpa") > modeling._ISOLATION_TOLERANCE
+    # The segment-wise sdpa path (build_model's default for sdpa) given one span per row: the probe sees it too.
+    from mft_trainer import packing
+
+    monkeypatch.setattr(packing, "segment_spans", lambda seg: tuple((r, 0, seg.shape[1]) for r in range(seg.shape[0])))
+    assert modeling.set_packed_attention(model, "segments") == "segments"
     assert modeling.verify_packing_isolation(model, "sdpa") > modeling._ISOLATION_TOLERANCE
 
 

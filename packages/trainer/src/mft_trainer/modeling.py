@@ -14,7 +14,16 @@ block-causal mask from `packing.block_causal_mask` (one row, two segments, L = 6
                                     q2: 0 0 0 x x x      q5: x x x x x 0   (padding attends to itself)
 
 with flash_attention_2 (CUDA) we pass only `position_ids`, from which transformers derives the varlen
-boundaries. Every family the trainer names was measured to isolate segments this way (tests/test_families.py);
+boundaries.
+
+Segment-wise sdpa (the default for sdpa): the 4-D mask makes every sdpa call cost O(L^2) over the whole row and
+keeps sdpa off its fused causal kernel. Instead build_model switches the model to the attention function
+`SEGMENT_SDPA` (registered in transformers' AttentionInterface), and `token_losses` passes the spans of
+`packing.segment_spans(segment_ids)`: one `is_causal` sdpa call per segment (spans of equal bounds across rows
+are batched into one call; a batch of one full segment per row is a single call), so attention costs
+sum(len_i^2). Same semantics as the mask on every real token (tests/test_segment_attention.py). Without spans
+(generation, any direct call) the function is transformers' own sdpa, and `set_packed_attention(model, "mask")`
+brings back the 4-D mask path. Every family the trainer names was measured to isolate segments this way (tests/test_families.py);
 a model type outside that list is probed once when built, and packed batches are refused if it leaks.
 """
 
@@ -26,6 +35,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -256,11 +266,126 @@ def build_model(
     hf.mft_autocast_dtype = compute_dtype if compute_dtype != torch.float32 else None
     hf.mft_attn_implementation = attn
     hf.mft_packing_isolation = {}
+    if attn == "sdpa":
+        set_packed_attention(model, "segments")  # measured faster than the 4-D mask: benchmarks/train_step_speed.py
     if attn != "flash_attention_2" and hf.config.model_type not in PACKING_VERIFIED_MODEL_TYPES:
         diff = verify_packing_isolation(model, attn)
         hf.mft_packing_isolation[attn] = diff
     model.train()
     return model
+
+
+# ------------------------------------------------------------------------------------------ segment attention
+SEGMENT_SDPA = "mft_segment_sdpa"
+SEGMENT_SPANS_KWARG = "mft_segment_spans"
+_SEGMENT_STATE = threading.local()  # .expected: token_losses is inside a forward that passed spans
+
+
+def segment_sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: causal sdpa within each `(row, start, end)` span of `mft_segment_spans`.
+
+    query `[B, H, L, D]`, key/value `[B, Hkv, L, D]`; returns `[B, L, H, D]` like transformers' sdpa. Without spans
+    it IS transformers' sdpa (so generation and any direct call behave as `attn_implementation="sdpa"`). A 4-D
+    mask that the model still built (a sliding window) is applied within each span.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    spans = kwargs.pop(SEGMENT_SPANS_KWARG, None)
+    if spans is None:
+        if getattr(_SEGMENT_STATE, "expected", False):
+            raise RuntimeError(f"{type(module).__name__}: the model did not pass {SEGMENT_SPANS_KWARG} down to its "
+                               "attention layers; packed segments would not be isolated. Use "
+                               "modeling.set_packed_attention(model, 'mask') for this model type.")
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        raise ValueError(f"{SEGMENT_SDPA}: position_bias / softcap are not supported; use the 4-D mask path")
+    if query.shape[2] != key.shape[2]:
+        raise ValueError(f"{SEGMENT_SDPA}: query length {query.shape[2]} != key length {key.shape[2]} (a cache?)")
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    batch, _, length, _ = query.shape
+
+    def attend(rows: list[int], start: int, end: int) -> torch.Tensor:
+        whole = len(rows) == batch
+        idx = None if whole else torch.tensor(rows, device=query.device)
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            t = t[:, :, start:end]
+            return t if idx is None else t.index_select(0, idx)
+
+        q, k, v = (take(t) for t in (query, key, value))
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask[:, :, start:end, start:end]
+            mask = mask if idx is None or mask.shape[0] == 1 else mask.index_select(0, idx)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                              is_causal=mask is None)
+
+    by_bounds: dict[tuple[int, int], list[int]] = {}
+    for row, start, end in spans:
+        by_bounds.setdefault((start, end), []).append(row)
+    if len(by_bounds) == 1:
+        ((start, end), rows), = by_bounds.items()
+        if start == 0 and end == length and len(rows) == batch:
+            return attend(rows, 0, length).transpose(1, 2).contiguous(), None
+    pieces: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(batch)]
+    for (start, end), rows in by_bounds.items():
+        out = attend(rows, start, end)
+        for i, row in enumerate(rows):
+            pieces[row].append((start, out[i]))
+    rows_out = []
+    for row, row_pieces in enumerate(pieces):
+        row_pieces.sort(key=lambda p: p[0])
+        covered = sum(p[1].shape[1] for p in row_pieces)
+        if covered != length:
+            raise ValueError(f"{SEGMENT_SDPA}: the spans of row {row} cover {covered} of {length} positions")
+        rows_out.append(torch.cat([p[1] for p in row_pieces], dim=1))
+    return torch.stack(rows_out).transpose(1, 2).contiguous(), None
+
+
+def _register_segment_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SEGMENT_SDPA, segment_sdpa_attention)
+    # The same masks as sdpa, so direct calls (generation with padding) are exactly sdpa; token_losses passes a
+    # 2-D all-ones mask, for which transformers builds no 4-D mask at all.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENT_SDPA, sdpa_mask)
+
+
+def set_packed_attention(model: nn.Module, kind: str) -> str:
+    """How sdpa isolates packed segments: `segments` (per-segment causal sdpa) or `mask` (the 4-D block mask).
+
+    Returns the kind in effect: `mask` when the model cannot switch its attention function (a model type not
+    built on transformers' AttentionInterface). Only meaningful for sdpa models; eager always uses the mask.
+    """
+    hf = hf_model(model)
+    if kind not in ("segments", "mask"):
+        raise ValueError(f"packed attention: {kind!r}; expected segments or mask")
+    current = hf.config._attn_implementation
+    if current not in ("sdpa", SEGMENT_SDPA):
+        return "mask"
+    target = SEGMENT_SDPA if kind == "segments" else "sdpa"
+    if current != target:
+        if target == SEGMENT_SDPA:
+            _register_segment_attention()
+        hf.set_attn_implementation(target)
+    return "segments" if hf.config._attn_implementation == SEGMENT_SDPA else "mask"
+
+
+def uses_segment_attention(hf: nn.Module) -> bool:
+    return getattr(hf.config, "_attn_implementation", None) == SEGMENT_SDPA
 
 
 # ------------------------------------------------------------------------------------------------ the forward
@@ -311,17 +436,28 @@ def _forward(model: nn.Module, hf: nn.Module, batch: Mapping[str, torch.Tensor],
     """Logits `[B, L, V]` (as computed) and the recorded router logits of an MoE model (None for dense)."""
     input_ids = batch["input_ids"]
     kwargs: dict[str, Any] = {"position_ids": batch["position_ids"], "use_cache": False}
-    if attn_implementation in ("sdpa", "eager"):
+    segments = attn_implementation == "sdpa" and uses_segment_attention(hf)
+    if segments:
+        from mft_trainer.packing import segment_spans
+
+        # All ones: transformers builds no 4-D mask (and does not guess packing from position_ids).
+        kwargs["attention_mask"] = torch.ones_like(batch["segment_ids"])
+        kwargs[SEGMENT_SPANS_KWARG] = segment_spans(batch["segment_ids"])
+    elif attn_implementation in ("sdpa", "eager"):
         kwargs["attention_mask"] = _block_causal_mask(batch["segment_ids"], _compute_dtype(hf, autocast_dtype))
     elif attn_implementation != "flash_attention_2":
         raise ValueError(f"attn_implementation: {attn_implementation!r}; expected sdpa, eager or flash_attention_2")
     recorder = router_recorder(hf) if expert_counts(hf.config) is not None else None
-    with _autocast(input_ids.device, autocast_dtype):
-        if recorder is None:
-            return model(input_ids=input_ids, **kwargs).logits, None
-        with capture_router_logits(hf, *recorder) as router_logits:
-            logits = model(input_ids=input_ids, **kwargs).logits
-        return logits, list(router_logits)
+    _SEGMENT_STATE.expected = segments
+    try:
+        with _autocast(input_ids.device, autocast_dtype):
+            if recorder is None:
+                return model(input_ids=input_ids, **kwargs).logits, None
+            with capture_router_logits(hf, *recorder) as router_logits:
+                logits = model(input_ids=input_ids, **kwargs).logits
+            return logits, list(router_logits)
+    finally:
+        _SEGMENT_STATE.expected = False
 
 
 _FROM_MODEL: Any = object()

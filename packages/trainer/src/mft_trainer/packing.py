@@ -155,6 +155,36 @@ def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
 
 
+def segment_spans(segment_ids: torch.Tensor) -> tuple[tuple[int, int, int], ...]:
+    """The attention blocks of a micro-batch: `(row, start, end)` for every run of equal `segment_ids` in a row.
+
+    A padding run at the END of a row is merged into the segment before it: causal attention already keeps every
+    real token of that segment from seeing the padding after it, and padding outputs carry no loss. So rows
+    `[1 1 1 2 2 0]` and `[1 1 1 1 0 0]` give `(0, 0, 3), (0, 3, 6), (1, 0, 6)`: causal attention within each span is
+    exactly `block_causal_mask` on every real token. Padding elsewhere (not produced by `collate_rows`) stays a
+    span of its own. One host sync per micro-batch (the boundaries are read into Python once).
+    """
+    if segment_ids.ndim != 2:
+        raise ValueError(f"segment_ids must be [B, L], got shape {tuple(segment_ids.shape)}")
+    b, length = segment_ids.shape
+    if length == 0:
+        return ()
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    rows, cols = starts.nonzero(as_tuple=True)
+    is_pad = segment_ids[rows, cols] == 0
+    spans: list[tuple[int, int, int]] = []
+    entries = list(zip(rows.tolist(), cols.tolist(), is_pad.tolist(), strict=True))
+    for i, (row, start, pad) in enumerate(entries):
+        last_in_row = i + 1 == len(entries) or entries[i + 1][0] != row
+        end = length if last_in_row else entries[i + 1][1]
+        if pad and last_in_row and spans and spans[-1][0] == row:
+            spans[-1] = (row, spans[-1][1], end)
+        else:
+            spans.append((row, start, end))
+    return tuple(spans)
+
+
 def pad_fraction(batch: dict[str, torch.Tensor]) -> float:
     """Share of positions in the micro-batch that are padding."""
     seg = batch["segment_ids"]

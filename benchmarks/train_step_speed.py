@@ -1,0 +1,254 @@
+"""One optimizer step of mft-train's path vs a bare PyTorch loop, in ONE process, interleaved (the machine is shared).
+
+Same tiny llama (the CPU demo's pretraining shape: hidden 128, 4 layers, 4 heads / 2 kv heads, intermediate 384,
+vocab 4096), same weights, same packed batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens,
+packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp32 and bf16 autocast:
+
+    ours-mask      modeling.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
+                   (exactly loop.forward_backward, then backend.step: clip + AdamW + LR schedule)
+    ours-segments  the same with segment-wise causal sdpa (modeling.set_packed_attention(model, "segments"))
+    bare           model(input_ids, labels=input_ids) with no mask (plain causal sdpa, segments NOT isolated),
+                   loss.backward(), torch.optim.AdamW defaults; a cost floor, not a correct packed trainer
+
+    .venv/bin/python benchmarks/train_step_speed.py [--seq-lengths 256,512,2048] [--tokens-per-step 4096]
+        [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|pretrain] [--breakdown]
+
+Tokens/s counts real (non-pad) tokens; the ratio column divides by `bare` of the same round, dtype and length,
+and the median over rounds is reported. `--breakdown` times the phases of one step (mask / spans, forward,
+per-token loss, backward, optimizer) for each variant, to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "packages" / "trainer" / "src"))
+
+from mft_trainer import loop, modeling  # noqa: E402
+from mft_trainer.config import TrainConfig  # noqa: E402
+from mft_trainer.distributed import DistEnv, wrap_model  # noqa: E402
+from mft_trainer.losses import StepLoss  # noqa: E402
+from mft_trainer.model_config import ModelConfig  # noqa: E402
+from mft_trainer.packing import best_fit_decreasing, collate_rows, make_segment  # noqa: E402
+
+VOCAB = 4096
+MODEL_INIT = {"architecture": "llama", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 384, "max_position_embeddings": 4096,
+              "tie_word_embeddings": False}
+Batch = dict[str, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def packed_batches(seq: int, rows: int, count: int, data: str, seed: int) -> list[Batch]:
+    """`count` micro-batches of `rows` x `seq`: Evol-like samples packed BFD, or full single-segment rows."""
+    rng = random.Random(seed)
+    gen = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        if data == "pretrain":
+            segs = [[make_segment(gen.integers(3, VOCAB, seq), np.ones(seq, bool), 0, i)] for i in range(rows)]
+            batches.append(collate_rows(segs, pad_id=0, length=seq))
+            continue
+        samples = []
+        while True:
+            n = max(8, min(seq, int(rng.lognormvariate(5.86, 0.75))))  # median ~350 tokens, long tail
+            ids = gen.integers(3, VOCAB, n)
+            mask = np.zeros(n, bool)
+            mask[int(n * rng.uniform(0.15, 0.4)):] = True
+            samples.append(make_segment(ids, mask, 0, len(samples)))
+            bins = best_fit_decreasing([len(s) for s in samples], seq)
+            if len(bins) > rows:
+                samples.pop()
+                bins = best_fit_decreasing([len(s) for s in samples], seq)
+                break
+        batches.append(collate_rows([[samples[i] for i in b] for b in bins], pad_id=0, length=seq))
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------------- systems
+def train_config(dtype: str, seq: int, rows: int) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "model": {"init": MODEL_INIT, "tokenizer": str(REPO), "dtype": dtype, "attn_implementation": "sdpa"},
+        "peft": {"method": "full"}, "data": {"path": str(REPO)}, "output_dir": "/tmp/train-step-speed",
+        "seq_length": seq, "micro_batch_size": rows, "max_steps": 1000, "optimizer": {"lr": 1e-3},
+    })
+
+
+class Ours:
+    """mft-train's step: loop.forward_backward (token_losses + StepLoss + backend.backward) then backend.step."""
+
+    def __init__(self, dtype: str, seq: int, rows: int, packed_attention: str, state: dict[str, Any]) -> None:
+        cfg = train_config(dtype, seq, rows)
+        self.model = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
+        self.model.load_state_dict(state)
+        assert modeling.set_packed_attention(self.model, packed_attention) == packed_attention
+        env = DistEnv(backend="none", rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+        self.backend = wrap_model(self.model, cfg, env)
+        self.step_loss = StepLoss("token", 1)
+        self.clip = cfg.clip_grad
+
+    def step(self, micro: list[Batch]) -> None:
+        loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
+        self.backend.step(self.clip)
+        self.step_loss.end_step()
+
+    def phases(self, micro: list[Batch]) -> dict[str, float]:
+        hf = modeling.hf_model(self.model)
+        t: dict[str, float] = {}
+        mb = micro[0]
+        tic = time.perf_counter()
+        if modeling.uses_segment_attention(hf):
+            from mft_trainer.packing import segment_spans
+
+            segment_spans(mb["segment_ids"])
+        else:
+            modeling._block_causal_mask(mb["segment_ids"], modeling._compute_dtype(hf, hf.mft_autocast_dtype))
+        t["mask/spans"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        logits, _ = modeling._forward(self.model, hf, mb, "sdpa", hf.mft_autocast_dtype)
+        t["forward(incl mask)"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB), mb["targets"].reshape(-1),
+                                                 ignore_index=-100, reduction="none")
+        self.step_loss.begin_step([mb])
+        scalar = self.step_loss.micro_loss(loss.view(mb["targets"].shape), mb)
+        t["token loss+StepLoss"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        self.backend.backward(scalar)
+        t["backward"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        self.backend.step(self.clip)
+        self.step_loss.end_step()
+        t["clip+AdamW(foreach=False)+sched"] = time.perf_counter() - tic
+        return t
+
+
+class Bare:
+    """A plain loop: HF loss from labels, causal sdpa with no mask, AdamW with torch's defaults, no clipping."""
+
+    def __init__(self, dtype: str, state: dict[str, Any]) -> None:
+        from transformers import AutoModelForCausalLM
+
+        config = modeling.build_init_config(ModelConfig(init=MODEL_INIT, tokenizer=str(REPO)).init, VOCAB)
+        self.model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+        self.model.load_state_dict(state)
+        self.model.config.use_cache = False
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.autocast = torch.bfloat16 if dtype == "bf16" else None
+
+    def _loss(self, mb: Batch) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model(input_ids=mb["input_ids"], labels=mb["input_ids"], use_cache=False).loss
+
+    def step(self, micro: list[Batch]) -> None:
+        for mb in micro:
+            (self._loss(mb) / len(micro)).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def phases(self, micro: list[Batch]) -> dict[str, float]:
+        mb = micro[0]
+        t: dict[str, float] = {"mask/spans": 0.0}
+        tic = time.perf_counter()
+        with torch.autocast("cpu", dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.model(input_ids=mb["input_ids"], use_cache=False).logits
+        t["forward(incl mask)"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        loss = self.model.loss_function(logits, mb["input_ids"], vocab_size=VOCAB)
+        t["token loss+StepLoss"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        loss.backward()
+        t["backward"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        t["clip+AdamW(foreach=False)+sched"] = time.perf_counter() - tic
+        return t
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def timed(fn: Callable[[], None]) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def run_length(seq: int, args: argparse.Namespace) -> None:
+    rows = max(1, args.tokens_per_step // seq)
+    steps = [packed_batches(seq, rows, 1, args.data, seed=s) for s in range(args.steps)]
+    real = statistics.mean(int((s[0]["segment_ids"] > 0).sum()) for s in steps)
+    segs = statistics.mean(float(s[0]["segment_ids"].amax(1).float().mean()) for s in steps)
+    print(f"\n== seq {seq}, micro-batch {rows} rows, {real:.0f} real tokens/step, {segs:.1f} segments/row, "
+          f"data {args.data}, {args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
+    torch.manual_seed(0)
+    cfg = train_config("fp32", seq, rows)
+    state = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict()
+    systems: dict[str, Any] = {}
+    for dtype in args.dtypes:
+        systems[f"bare/{dtype}"] = Bare(dtype, state)
+        systems[f"ours-mask/{dtype}"] = Ours(dtype, seq, rows, "mask", state)
+        systems[f"ours-segments/{dtype}"] = Ours(dtype, seq, rows, "segments", state)
+    for system in systems.values():  # warm-up, untimed
+        system.step(steps[0])
+    rates: dict[str, list[float]] = {name: [] for name in systems}
+    ratios: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(args.rounds):
+        round_rate = {}
+        for name, system in systems.items():
+            seconds = sum(timed(lambda s=s, system=system: system.step(s)) for s in steps)
+            round_rate[name] = real * len(steps) / seconds
+        for name, rate in round_rate.items():
+            rates[name].append(rate)
+            ratios[name].append(rate / round_rate[f"bare/{name.split('/')[1]}"])
+    print(f"{'system':24s} {'tokens/s (median)':>18s} {'vs bare (median ratio)':>24s}")
+    for name in systems:
+        print(f"{name:24s} {statistics.median(rates[name]):18.0f} {statistics.median(ratios[name]):24.2f}")
+    for dtype in args.dtypes:
+        seg_vs_mask = [a / b for a, b in zip(rates[f"ours-segments/{dtype}"], rates[f"ours-mask/{dtype}"],
+                                             strict=True)]
+        print(f"segments / mask ({dtype}): {statistics.median(seg_vs_mask):.2f}x (per round: "
+              f"{', '.join(f'{r:.2f}' for r in seg_vs_mask)})")
+    if args.breakdown:
+        print("\nphase breakdown, seconds for one micro-batch (median of rounds, interleaved):")
+        table: dict[str, dict[str, list[float]]] = {name: {} for name in systems}
+        for _ in range(args.rounds):
+            for name, system in systems.items():
+                for phase, sec in system.phases(steps[0]).items():
+                    table[name].setdefault(phase, []).append(sec)
+        phases = list(next(iter(table.values())))
+        print(f"{'system':24s} " + " ".join(f"{p:>22s}" for p in phases))
+        for name, cols in table.items():
+            print(f"{name:24s} " + " ".join(f"{statistics.median(cols[p]):22.4f}" for p in phases))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seq-lengths", default="256,512,2048")
+    parser.add_argument("--tokens-per-step", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--data", choices=("evol", "pretrain"), default="evol")
+    parser.add_argument("--breakdown", action="store_true")
+    args = parser.parse_args()
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    torch.set_num_threads(args.threads)
+    for seq in (int(x) for x in args.seq_lengths.split(",")):
+        run_length(seq, args)
+
+
+if __name__ == "__main__":
+    main()
