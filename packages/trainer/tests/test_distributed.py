@@ -8,6 +8,7 @@ floating-point sums (all-reduce vs local accumulation), hence tolerances rather 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -102,3 +103,33 @@ def test_two_processes_match_one_and_resume(setup: dict, backend: str) -> None:
     assert step_losses(out) == multi
     events = [r for r in read_metrics(out / "metrics.jsonl") if r.get("event") == "resumed"]
     assert len(events) == 1 and events[0]["step"] == 2
+
+
+COBA_2P = ["loss.mode=coba", "loss.coba.warmup=1", "loss.coba.history=4", "loss.validation.slice=valid",
+           "loss.validation.slice_size=1000", "eval_every=2"]
+
+
+def test_coba_two_processes_match_one(setup: dict) -> None:
+    """CoBa under FSDP2 (every rank in every validation forward, all-reduced slice losses): the same task weights,
+    losses and per-task validation as one process. The slice is the whole valid split (slice=valid, slice_size
+    above its size), so 1 and 2 processes read the same samples."""
+    root = setup["root"]
+    single = tiny_config(root / "coba-single", setup["config"].parent / "prepared", grad_accum=4, **COMMON,
+                         loss={"mode": "coba", "coba": {"warmup": 1, "history": 4},
+                               "validation": {"slice": "valid", "slice_size": 1000}}, eval_every=2)
+    run_training(single, progress=False)
+    out = root / "coba-fsdp2"
+    torchrun(setup["config"], [*BACKENDS["fsdp2"], f"output_dir={out}", *COBA_2P])
+    keys = [k for k in read_metrics(single.output_dir / "metrics.jsonl")[-1]
+            if k.startswith(("weight/", "valid_loss", "slice_loss/")) or k == "loss"]
+    one = [r for r in read_metrics(single.output_dir / "metrics.jsonl") if "lr" in r]
+    two = [r for r in read_metrics(out / "metrics.jsonl") if "lr" in r]
+    assert len(one) == len(two) == 4 and any(k.startswith("weight/") for k in keys)
+    for a, b in zip(one, two, strict=True):
+        for k in keys:
+            if k in a:
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (a["step"], k)
+    assert any(abs(one[-1][k] - 1 / 3) > 1e-4 for k in keys if k.startswith("weight/")), "CoBa weights did not move"
+    rec1 = json.loads((single.output_dir / "final" / "mft_train.json").read_text())
+    rec2 = json.loads((out / "final" / "mft_train.json").read_text())
+    assert rec2["valid_loss_per_task"] == pytest.approx(rec1["valid_loss_per_task"], rel=1e-4)
