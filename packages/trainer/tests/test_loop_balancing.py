@@ -68,6 +68,20 @@ def test_coba_weights_move_and_everything_is_logged(tmp_path: Path, dataset: Pat
     assert best["step"] == record["valid_metric"]["best_step"]
 
 
+def test_self_paced_weights_move_after_its_history(tmp_path: Path, dataset: Path) -> None:
+    loss = {"mode": "self_paced", "self_paced": {"history": 3, "scale": 50.0},
+            "validation": {"slice": "valid", "slice_size": 2}}
+    cfg = tiny_config(tmp_path, dataset, max_steps=5, loss=loss)
+    final = run_training(cfg, progress=False)
+    records = _train_records(cfg.output_dir)
+    # Step 0 and steps 1, 2 fill the 3-point window; the weights a step trains with are logged with it.
+    assert all(r[f"weight/{t}"] == pytest.approx(1 / 3) for r in records[:2] for t in TASKS)
+    assert all(sum(r[f"weight/{t}"] for t in TASKS) == pytest.approx(1.0) for r in records)
+    assert max(abs(records[-1][f"weight/{t}"] - 1 / 3) for t in TASKS) > 1e-3
+    record = json.loads((final / "mft_train.json").read_text())
+    assert record["loss_mode"] == "self_paced" and set(record["valid_loss_per_task"]) == set(TASKS)
+
+
 def test_coba_resume_equals_uninterrupted(tmp_path: Path, dataset: Path) -> None:
     common = {"max_steps": 6, "save_every": 2, "eval_every": 3, "loss": COBA, "schedule__warmup_steps": 2}
     straight = tiny_config(tmp_path / "a", dataset, **common)
