@@ -115,12 +115,15 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, rank=env.rank,
         world_size=env.world_size, seed=cfg.seed,
     )
-    valid_batches = [_to_device(b, env.device) for b in data_mod.build_eval_batches(
+    # This rank's validation micro-batches, built once and kept on the CPU (moved per forward); the controller
+    # caches its small balancer slice on the device.
+    valid_batches = data_mod.build_eval_batches(
         cfg.data, cfg.template, tokenizer, split="valid", seq_length=cfg.seq_length,
         micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, rank=env.rank, world_size=env.world_size,
-    )]
+    )
     ctl = BalancingController(
-        cfg.loss, tasks, token_losses=lambda b: modeling.token_losses(backend.model, b, attn)[0],
+        cfg.loss, tasks,
+        token_losses=lambda b: modeling.token_losses(backend.model, _to_device(b, env.device), attn)[0],
         valid_batches=valid_batches, model=backend.model, device=env.device, validate_every=cfg.eval_every,
     )
     step_loss = ctl.step_loss
