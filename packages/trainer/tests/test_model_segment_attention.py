@@ -23,6 +23,12 @@ from mft_trainer.packing import segment_spans  # noqa: E402
 from test_families import FAMILIES, pack, random_samples, stack  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _always_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """token_losses takes the segment path only where it pays; these tests compare the two paths on every batch."""
+    monkeypatch.setattr(modeling, "SEGMENT_WORK_SHARE", 1.0)
+
+
 def build(family: str, *, dtype: str = "fp32", checkpointing: bool = False) -> torch.nn.Module:
     cfg = ModelConfig(init=FAMILIES[family], tokenizer=str(tiny_tokenizer_dir()), dtype=dtype,
                       attn_implementation="sdpa", gradient_checkpointing=checkpointing, moe_aux_loss_coef=0.02)
@@ -53,6 +59,14 @@ def test_segment_spans_golden() -> None:
                                   (4, 0, 1), (4, 1, 3), (4, 3, 6))
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         segment_spans(torch.ones(6, dtype=torch.long))
+
+
+def test_segment_attention_pays_only_for_full_rows_or_half_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modeling, "SEGMENT_WORK_SHARE", 0.5)
+    pays = modeling.segment_attention_pays
+    assert pays(((0, 0, 8), (1, 0, 8)), 2, 8)  # one full segment per row: a single causal call, no mask
+    assert not pays(((0, 0, 6), (0, 6, 8), (1, 0, 8)), 2, 8)  # (36 + 4 + 64) / 128 = 0.81 of the mask's work
+    assert pays(((0, 0, 4), (0, 4, 8), (1, 0, 4), (1, 4, 8)), 2, 8)  # 64 / 128 = 0.5
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -34,6 +34,7 @@ import copy
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -124,10 +125,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def hf_model(model: nn.Module) -> nn.Module:
     """The transformers PreTrainedModel inside any wrapper or PeftModel (LoRA layers stay injected)."""
-    from peft import PeftModel
-
     model = unwrap_model(model)
-    if isinstance(model, PeftModel):
+    # Not imported here: importing peft also imports bitsandbytes (~1.6 s measured, see benchmarks/
+    # train_step_speed.py); when peft was never imported the model cannot be a PeftModel.
+    peft = sys.modules.get("peft")
+    if peft is not None and isinstance(model, peft.PeftModel):
         model = model.get_base_model()
     return model
 
@@ -322,7 +324,7 @@ def segment_sdpa_attention(
 
         def take(t: torch.Tensor) -> torch.Tensor:
             t = t[:, :, start:end]
-            return t if idx is None else t.index_select(0, idx)
+            return t.contiguous() if idx is None else t.index_select(0, idx)
 
         q, k, v = (take(t) for t in (query, key, value))
         mask = None
@@ -384,6 +386,22 @@ def set_packed_attention(model: nn.Module, kind: str) -> str:
     return "segments" if hf.config._attn_implementation == SEGMENT_SDPA else "mask"
 
 
+# Segment-wise sdpa is used for a micro-batch when its attention work sum(len_i^2) is at most this share of the
+# mask path's B * L^2, or when every row is one segment (one fused causal call, no mask). Measured with 1 thread
+# (/tmp/attn_bench.py, sdpa forward+backward alone, llama demo shapes): one full segment per row 1.1-1.26x faster
+# than the mask; seq 256 Evol-like rows (1.1 segments/row, work share ~0.95) 0.78-0.85x, i.e. slower, since the
+# extra calls and copies cost more than the little work saved; seq 2048 (6 segments/row, share ~0.2) 2.7-4x.
+SEGMENT_WORK_SHARE = 0.5
+
+
+def segment_attention_pays(spans: tuple[tuple[int, int, int], ...], batch: int, length: int) -> bool:
+    """Whether segment-wise sdpa beats the 4-D mask for these spans (see SEGMENT_WORK_SHARE)."""
+    if len(spans) == batch and all(start == 0 and end == length for _, start, end in spans):
+        return True
+    work = sum((end - start) ** 2 for _, start, end in spans)
+    return work <= SEGMENT_WORK_SHARE * batch * length * length
+
+
 def uses_segment_attention(hf: nn.Module) -> bool:
     return getattr(hf.config, "_attn_implementation", None) == SEGMENT_SDPA
 
@@ -436,16 +454,19 @@ def _forward(model: nn.Module, hf: nn.Module, batch: Mapping[str, torch.Tensor],
     """Logits `[B, L, V]` (as computed) and the recorded router logits of an MoE model (None for dense)."""
     input_ids = batch["input_ids"]
     kwargs: dict[str, Any] = {"position_ids": batch["position_ids"], "use_cache": False}
-    segments = attn_implementation == "sdpa" and uses_segment_attention(hf)
-    if segments:
-        from mft_trainer.packing import segment_spans
+    segments = False
+    if attn_implementation == "sdpa" and uses_segment_attention(hf):
+        from mft_trainer import packing
 
-        # All ones: transformers builds no 4-D mask (and does not guess packing from position_ids).
-        kwargs["attention_mask"] = torch.ones_like(batch["segment_ids"])
-        kwargs[SEGMENT_SPANS_KWARG] = segment_spans(batch["segment_ids"])
-    elif attn_implementation in ("sdpa", "eager"):
+        spans = packing.segment_spans(batch["segment_ids"])
+        segments = segment_attention_pays(spans, *batch["segment_ids"].shape)
+        if segments:
+            # All ones: transformers builds no 4-D mask (and does not guess packing from position_ids).
+            kwargs["attention_mask"] = torch.ones_like(batch["segment_ids"])
+            kwargs[SEGMENT_SPANS_KWARG] = spans
+    if not segments and attn_implementation in ("sdpa", "eager"):
         kwargs["attention_mask"] = _block_causal_mask(batch["segment_ids"], _compute_dtype(hf, autocast_dtype))
-    elif attn_implementation != "flash_attention_2":
+    elif attn_implementation not in ("sdpa", "flash_attention_2"):
         raise ValueError(f"attn_implementation: {attn_implementation!r}; expected sdpa, eager or flash_attention_2")
     recorder = router_recorder(hf) if expert_counts(hf.config) is not None else None
     _SEGMENT_STATE.expected = segments
