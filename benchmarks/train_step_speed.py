@@ -16,6 +16,10 @@ packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp3
 Tokens/s counts real (non-pad) tokens; the ratio column divides by `bare` of the same round, dtype and length,
 and the median over rounds is reported. `--breakdown` times the phases of one step (mask / spans, forward,
 per-token loss, backward, optimizer) for each variant, to show where the time goes.
+
+Threads: on this 2-core machine shared with other jobs (load ~3), 2 OpenMP threads with the default (spinning)
+wait policy ran our step ~10x SLOWER than 1 thread (0.09-0.11x, measured 2026-11-25); with
+`OMP_WAIT_POLICY=PASSIVE` in the environment 2 threads ran at 0.97x of 1 thread. Compare variants at one setting.
 """
 
 from __future__ import annotations

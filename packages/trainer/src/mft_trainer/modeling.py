@@ -387,10 +387,11 @@ def set_packed_attention(model: nn.Module, kind: str) -> str:
 
 
 # Segment-wise sdpa is used for a micro-batch when its attention work sum(len_i^2) is at most this share of the
-# mask path's B * L^2, or when every row is one segment (one fused causal call, no mask). Measured with 1 thread
-# (/tmp/attn_bench.py, sdpa forward+backward alone, llama demo shapes): one full segment per row 1.1-1.26x faster
-# than the mask; seq 256 Evol-like rows (1.1 segments/row, work share ~0.95) 0.78-0.85x, i.e. slower, since the
-# extra calls and copies cost more than the little work saved; seq 2048 (6 segments/row, share ~0.2) 2.7-4x.
+# mask path's B * L^2, or when every row is one segment (one fused causal call, no mask). Measured 2026-11-25, 1
+# thread, demo llama shapes. sdpa forward+backward alone: one full segment per row 1.1-1.26x faster than the mask;
+# seq 256 Evol-like rows (1.1 segments/row, work share ~0.95) 0.78-0.85x (the extra calls and copies cost more
+# than the little work saved); seq 2048 (6 segments/row, share ~0.2) 2.7-4x. Whole optimizer step
+# (benchmarks/train_step_speed.py --threads 1): seq 2048 Evol-like 1.5-1.6x, seq 256 0.97-0.99x (noise).
 SEGMENT_WORK_SHARE = 0.5
 
 
