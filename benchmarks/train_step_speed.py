@@ -12,6 +12,7 @@ packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp3
 
     .venv/bin/python benchmarks/train_step_speed.py [--seq-lengths 256,512,2048] [--tokens-per-step 4096]
         [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|pretrain] [--breakdown]
+        [--compare-threads]   (our bf16 step at 1 thread vs --threads, interleaved, instead of the systems)
 
 Tokens/s counts real (non-pad) tokens; the ratio column divides by `bare` of the same round, dtype and length,
 and the median over rounds is reported. `--breakdown` times the phases of one step (mask / spans, forward,
@@ -237,6 +238,24 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
             print(f"{name:24s} " + " ".join(f"{statistics.median(cols[p]):22.4f}" for p in phases))
 
 
+def compare_threads(seq: int, args: argparse.Namespace) -> None:
+    """Our bf16 step at 1 thread vs `args.threads` threads, alternating in one process."""
+    rows = max(1, args.tokens_per_step // seq)
+    steps = [packed_batches(seq, rows, 1, args.data, seed=s) for s in range(args.steps)]
+    real = sum(int((s[0]["segment_ids"] > 0).sum()) for s in steps)
+    cfg = train_config("fp32", seq, rows)
+    ours = Ours("bf16", seq, rows, "segments", modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict())
+    ours.step(steps[0])
+    rates: dict[int, list[float]] = {1: [], args.threads: []}
+    for _ in range(args.rounds):
+        for n in rates:
+            torch.set_num_threads(n)
+            rates[n].append(real / sum(timed(lambda s=s: ours.step(s)) for s in steps))
+    ratio = statistics.median(a / b for a, b in zip(rates[args.threads], rates[1], strict=True))
+    print(f"seq {seq} {args.data}: tokens/s 1 thread {[round(r) for r in rates[1]]}, {args.threads} threads "
+          f"{[round(r) for r in rates[args.threads]]}; median ratio {args.threads}/1 = {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seq-lengths", default="256,512,2048")
@@ -247,11 +266,15 @@ def main() -> None:
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--data", choices=("evol", "pretrain"), default="evol")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--compare-threads", action="store_true")
     args = parser.parse_args()
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     torch.set_num_threads(args.threads)
     for seq in (int(x) for x in args.seq_lengths.split(",")):
-        run_length(seq, args)
+        if args.compare_threads:
+            compare_threads(seq, args)
+        else:
+            run_length(seq, args)
 
 
 if __name__ == "__main__":
