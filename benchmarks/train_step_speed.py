@@ -7,6 +7,9 @@ packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp3
     ours-mask      modeling.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
                    (exactly loop.forward_backward, then backend.step: clip + AdamW + LR schedule)
     ours-segments  the same with segment-wise causal sdpa (modeling.set_packed_attention(model, "segments"))
+    ours-segments-all-logits
+                   the same but the LM head and the cross-entropy run on every position, prompts included (what
+                   mft-train did before it computed logits only where targets are supervised)
     bare           model(input_ids, labels=input_ids) with no mask (plain causal sdpa, segments NOT isolated),
                    loss.backward(), torch.optim.AdamW defaults; a cost floor, not a correct packed trainer
 
@@ -93,8 +96,11 @@ def train_config(dtype: str, seq: int, rows: int) -> TrainConfig:
 class Ours:
     """mft-train's step: loop.forward_backward (token_losses + StepLoss + backend.backward) then backend.step."""
 
-    def __init__(self, dtype: str, seq: int, rows: int, packed_attention: str, state: dict[str, Any]) -> None:
+    def __init__(self, dtype: str, seq: int, rows: int, packed_attention: str, state: dict[str, Any],
+                 all_logits: bool = False) -> None:
         cfg = train_config(dtype, seq, rows)
+        # modeling computes logits only at supervised positions when fewer than this fraction are supervised
+        self.select_below = 0.0 if all_logits else modeling._SELECT_LOGITS_BELOW
         self.model = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
         self.model.load_state_dict(state)
         assert modeling.set_packed_attention(self.model, packed_attention) == packed_attention
@@ -104,7 +110,11 @@ class Ours:
         self.clip = cfg.clip_grad
 
     def step(self, micro: list[Batch]) -> None:
-        loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
+        default, modeling._SELECT_LOGITS_BELOW = modeling._SELECT_LOGITS_BELOW, self.select_below
+        try:
+            loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
+        finally:
+            modeling._SELECT_LOGITS_BELOW = default
         self.backend.step(self.clip)
         self.step_loss.end_step()
 
@@ -120,12 +130,18 @@ class Ours:
         else:
             modeling._block_causal_mask(mb["segment_ids"], modeling._compute_dtype(hf, hf.mft_autocast_dtype))
         t["mask/spans"] = time.perf_counter() - tic
+        keep = mb["targets"] != -100
+        select = int(keep.sum()) < self.select_below * keep.numel()
         tic = time.perf_counter()
-        logits, _ = modeling._forward(self.model, hf, mb, "sdpa", hf.mft_autocast_dtype)
+        logits, _ = modeling._forward(self.model, hf, mb, "sdpa", hf.mft_autocast_dtype, keep=keep if select else None)
         t["forward(incl mask)"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB), mb["targets"].reshape(-1),
-                                                 ignore_index=-100, reduction="none")
+        if select:
+            picked = torch.nn.functional.cross_entropy(logits.float(), mb["targets"][keep], reduction="none")
+            loss = torch.zeros(keep.shape).masked_scatter(keep, picked)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, VOCAB), mb["targets"].reshape(-1),
+                                                     ignore_index=-100, reduction="none")
         self.step_loss.begin_step([mb])
         scalar = self.step_loss.micro_loss(loss.view(mb["targets"].shape), mb)
         t["token loss+StepLoss"] = time.perf_counter() - tic
@@ -195,7 +211,9 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
     steps = [packed_batches(seq, rows, 1, args.data, seed=s) for s in range(args.steps)]
     real = statistics.mean(int((s[0]["segment_ids"] > 0).sum()) for s in steps)
     segs = statistics.mean(float(s[0]["segment_ids"].amax(1).float().mean()) for s in steps)
-    print(f"\n== seq {seq}, micro-batch {rows} rows, {real:.0f} real tokens/step, {segs:.1f} segments/row, "
+    supervised = statistics.mean(float((s[0]["targets"] != -100).float().mean()) for s in steps)
+    print(f"\n== seq {seq}, micro-batch {rows} rows, {real:.0f} real tokens/step ({supervised:.0%} of positions "
+          f"supervised), {segs:.1f} segments/row, "
           f"data {args.data}, {args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
     torch.manual_seed(0)
     cfg = train_config("fp32", seq, rows)
@@ -205,6 +223,7 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
         systems[f"bare/{dtype}"] = Bare(dtype, state)
         systems[f"ours-mask/{dtype}"] = Ours(dtype, seq, rows, "mask", state)
         systems[f"ours-segments/{dtype}"] = Ours(dtype, seq, rows, "segments", state)
+        systems[f"ours-segments-all-logits/{dtype}"] = Ours(dtype, seq, rows, "segments", state, all_logits=True)
     for system in systems.values():  # warm-up, untimed
         system.step(steps[0])
     rates: dict[str, list[float]] = {name: [] for name in systems}
@@ -217,14 +236,18 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
         for name, rate in round_rate.items():
             rates[name].append(rate)
             ratios[name].append(rate / round_rate[f"bare/{name.split('/')[1]}"])
-    print(f"{'system':24s} {'tokens/s (median)':>18s} {'vs bare (median ratio)':>24s}")
+    print(f"{'system':32s} {'tokens/s (median)':>18s} {'vs bare (median ratio)':>24s}")
     for name in systems:
-        print(f"{name:24s} {statistics.median(rates[name]):18.0f} {statistics.median(ratios[name]):24.2f}")
+        print(f"{name:32s} {statistics.median(rates[name]):18.0f} {statistics.median(ratios[name]):24.2f}")
     for dtype in args.dtypes:
         seg_vs_mask = [a / b for a, b in zip(rates[f"ours-segments/{dtype}"], rates[f"ours-mask/{dtype}"],
                                              strict=True)]
         print(f"segments / mask ({dtype}): {statistics.median(seg_vs_mask):.2f}x (per round: "
               f"{', '.join(f'{r:.2f}' for r in seg_vs_mask)})")
+        picked = [a / b for a, b in zip(rates[f"ours-segments/{dtype}"], rates[f"ours-segments-all-logits/{dtype}"],
+                                        strict=True)]
+        print(f"supervised-only logits / all logits ({dtype}): {statistics.median(picked):.2f}x (per round: "
+              f"{', '.join(f'{r:.2f}' for r in picked)})")
     if args.breakdown:
         print("\nphase breakdown, seconds for one micro-batch (median of rounds, interleaved):")
         table: dict[str, dict[str, list[float]]] = {name: {} for name in systems}
@@ -233,9 +256,9 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
                 for phase, sec in system.phases(steps[0]).items():
                     table[name].setdefault(phase, []).append(sec)
         phases = list(next(iter(table.values())))
-        print(f"{'system':24s} " + " ".join(f"{p:>22s}" for p in phases))
+        print(f"{'system':32s} " + " ".join(f"{p:>22s}" for p in phases))
         for name, cols in table.items():
-            print(f"{name:24s} " + " ".join(f"{statistics.median(cols[p]):22.4f}" for p in phases))
+            print(f"{name:32s} " + " ".join(f"{statistics.median(cols[p]):22.4f}" for p in phases))
 
 
 def compare_threads(seq: int, args: argparse.Namespace) -> None:

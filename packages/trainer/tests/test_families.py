@@ -119,6 +119,39 @@ def test_packed_token_losses_equal_per_sample_losses(family: str, attn: str) -> 
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+def test_lm_head_on_supervised_positions_only_changes_nothing(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logits computed only where targets are supervised give the same losses and gradients as full logits."""
+    samples = random_samples(len(tiny_tokenizer()), (9, 7, 10), seed=3)
+    batch = stack([pack(samples[:2], 20), pack(samples[2:], 20)])
+    targets = batch["targets"].clone()
+    targets[:, ::3] = -100  # prompt-like unsupervised positions in every row, at different places
+    targets[1, :4] = -100
+    batch["targets"] = targets
+    keep = targets != -100
+    assert 0 < int(keep.sum()) < 0.9 * keep.numel()
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
+        model = build(family, "sdpa", method="full")
+        head = model.get_output_embeddings()
+        widths: list[int] = []
+        handle = head.register_forward_hook(lambda m, a, out: widths.append(int(out.reshape(-1, out.shape[-1]).shape[0])))
+        token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+        handle.remove()
+        (token_loss.sum() / keep.sum() + (aux if aux is not None else 0.0)).backward()
+        return token_loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, widths
+
+    selected, selected_grads, selected_widths = run()
+    monkeypatch.setattr(modeling, "_SELECT_LOGITS_BELOW", 0.0)  # never select: full [B, L, V] logits
+    full, full_grads, full_widths = run()
+    assert selected_widths == [int(keep.sum())] and full_widths == [keep.numel()]
+    assert bool((selected[~keep] == 0).all())
+    torch.testing.assert_close(selected, full, rtol=0, atol=2e-6)
+    assert selected_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(selected_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
