@@ -463,7 +463,7 @@ def _lm_head_only_at(hf: nn.Module, keep: torch.Tensor | None) -> Iterator[list[
     keeps the same positions in every row, and packed rows put their prompts at different positions. Why not
     run the head ourselves on the hidden states: FSDP2 and ZeRO-3 gather the head's weights only inside the
     model's forward. Prompt positions carry no loss, so their logits (the head's matmul, the fp32 copy and the
-    softmax over the whole vocabulary) are pure cost: at the CPU demo's shape (vocab 4096, 60% supervised) a step
+    softmax over the whole vocabulary) are pure cost: on a tiny llama (vocab 4096, seq 512, 60% supervised) a step
     ran 1.19x faster (benchmarks/train_step_speed.py), and on a 152k-vocabulary model they are most of the activation memory.
     """
     calls: list[int] = []
