@@ -1,6 +1,6 @@
 """The CPU demo pipeline end to end (slow: about 15-25 minutes on 2 cores), checked against benchmarks/expected.json.
 
-It runs `mft run pipelines/demo-cpu.yaml` in a temporary workdir (about 12 minutes on 2 idle cores), then checks: every
+It runs `mft run pipelines/demo-cpu.yaml` in a temporary workdir (11-14 minutes on 2 cores, measured 2026-11-25), then checks: every
 stage ran, fine-tuning learned (validation loss far below a uniform guess over the 4096-token vocabulary, ln 4096 = 8.3,
 and held-out problems solved), the per-task numbers equal
 the ones this project publishes in benchmarks/expected.json for the seed, a rerun skips every stage, and the summary
