@@ -1,20 +1,22 @@
 """One optimizer step of mft-train's path vs a bare PyTorch loop, in ONE process, interleaved (the machine is shared).
 
-Same tiny llama (the CPU demo's pretraining shape: hidden 128, 4 layers, 4 heads / 2 kv heads, intermediate 384,
-vocab 4096), same weights, same packed batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens,
+Same tiny llama (`--model small`: hidden 128, 4 layers, 4 heads / 2 kv heads, intermediate 384, vocab 4096; `--model
+demo`: the CPU demo's shape, hidden 192, 6 heads of 32, intermediate 512, tied embeddings), same weights, same packed batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens,
 packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp32 and bf16 autocast:
 
     ours-mask      modeling.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
                    (exactly loop.forward_backward, then backend.step: clip + AdamW + LR schedule)
-    ours-segments  the same with segment-wise causal sdpa (modeling.set_packed_attention(model, "segments"))
-    ours-segments-all-logits
+    ours-segments  the same with segment-wise causal sdpa on every micro-batch (modeling.SEGMENT_COST_SCALE = 0)
+    ours-auto      what mft-train does: per micro-batch, segments or the mask by modeling.segment_attention_pays
+    ours-auto-all-logits
                    the same but the LM head and the cross-entropy run on every position, prompts included (what
                    mft-train did before it computed logits only where targets are supervised)
     bare           model(input_ids, labels=input_ids) with no mask (plain causal sdpa, segments NOT isolated),
                    loss.backward(), torch.optim.AdamW defaults; a cost floor, not a correct packed trainer
 
     .venv/bin/python benchmarks/train_step_speed.py [--seq-lengths 256,512,2048] [--tokens-per-step 4096]
-        [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|pretrain] [--breakdown]
+        [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|pretrain] [--model small|demo]
+        [--breakdown]
         [--compare-threads]   (our bf16 step at 1 thread vs --threads, interleaved, instead of the systems)
 
 Tokens/s counts real (non-pad) tokens; the ratio column divides by `bare` of the same round, dtype and length,
@@ -51,9 +53,15 @@ from mft_trainer.model_config import ModelConfig  # noqa: E402
 from mft_trainer.packing import best_fit_decreasing, collate_rows, make_segment  # noqa: E402
 
 VOCAB = 4096
-MODEL_INIT = {"architecture": "llama", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+MODELS = {
+    "small": {"architecture": "llama", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
               "num_key_value_heads": 2, "intermediate_size": 384, "max_position_embeddings": 4096,
-              "tie_word_embeddings": False}
+              "tie_word_embeddings": False},
+    "demo": {"architecture": "llama", "hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 6,
+             "num_key_value_heads": 6, "intermediate_size": 512, "max_position_embeddings": 4096,
+             "tie_word_embeddings": True},
+}
+MODEL_INIT = MODELS["small"]  # main() sets it from --model
 Batch = dict[str, torch.Tensor]
 
 
@@ -97,8 +105,10 @@ class Ours:
     """mft-train's step: loop.forward_backward (token_losses + StepLoss + backend.backward) then backend.step."""
 
     def __init__(self, dtype: str, seq: int, rows: int, packed_attention: str, state: dict[str, Any],
-                 all_logits: bool = False) -> None:
+                 all_logits: bool = False, force_segments: bool = False) -> None:
         cfg = train_config(dtype, seq, rows)
+        # 0 makes segment_attention_pays say yes wherever there are spans; 1 is the trainer's cost model
+        self.cost_scale = 0.0 if force_segments else modeling.SEGMENT_COST_SCALE
         # modeling computes logits only at supervised positions when fewer than this fraction are supervised
         self.select_below = 0.0 if all_logits else modeling._SELECT_LOGITS_BELOW
         self.model = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
@@ -111,23 +121,31 @@ class Ours:
 
     def step(self, micro: list[Batch]) -> None:
         default, modeling._SELECT_LOGITS_BELOW = modeling._SELECT_LOGITS_BELOW, self.select_below
+        scale, modeling.SEGMENT_COST_SCALE = modeling.SEGMENT_COST_SCALE, self.cost_scale
         try:
             loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
         finally:
             modeling._SELECT_LOGITS_BELOW = default
+            modeling.SEGMENT_COST_SCALE = scale
         self.backend.step(self.clip)
         self.step_loss.end_step()
 
     def phases(self, micro: list[Batch]) -> dict[str, float]:
+        scale, modeling.SEGMENT_COST_SCALE = modeling.SEGMENT_COST_SCALE, self.cost_scale
+        try:
+            return self._phases(micro)
+        finally:
+            modeling.SEGMENT_COST_SCALE = scale
+
+    def _phases(self, micro: list[Batch]) -> dict[str, float]:
         hf = modeling.hf_model(self.model)
         t: dict[str, float] = {}
         mb = micro[0]
         tic = time.perf_counter()
-        if modeling.uses_segment_attention(hf):
-            from mft_trainer.packing import segment_spans
+        from mft_trainer.packing import segment_spans
 
-            segment_spans(mb["segment_ids"])
-        else:
+        spans = segment_spans(mb["segment_ids"])
+        if not modeling.segment_attention_pays(spans, *mb["segment_ids"].shape):
             modeling._block_causal_mask(mb["segment_ids"], modeling._compute_dtype(hf, hf.mft_autocast_dtype))
         t["mask/spans"] = time.perf_counter() - tic
         keep = mb["targets"] != -100
@@ -222,8 +240,9 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         systems[f"bare/{dtype}"] = Bare(dtype, state)
         systems[f"ours-mask/{dtype}"] = Ours(dtype, seq, rows, "mask", state)
-        systems[f"ours-segments/{dtype}"] = Ours(dtype, seq, rows, "segments", state)
-        systems[f"ours-segments-all-logits/{dtype}"] = Ours(dtype, seq, rows, "segments", state, all_logits=True)
+        systems[f"ours-segments/{dtype}"] = Ours(dtype, seq, rows, "segments", state, force_segments=True)
+        systems[f"ours-auto/{dtype}"] = Ours(dtype, seq, rows, "segments", state)
+        systems[f"ours-auto-all-logits/{dtype}"] = Ours(dtype, seq, rows, "segments", state, all_logits=True)
     for system in systems.values():  # warm-up, untimed
         system.step(steps[0])
     rates: dict[str, list[float]] = {name: [] for name in systems}
@@ -244,7 +263,11 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
                                              strict=True)]
         print(f"segments / mask ({dtype}): {statistics.median(seg_vs_mask):.2f}x (per round: "
               f"{', '.join(f'{r:.2f}' for r in seg_vs_mask)})")
-        picked = [a / b for a, b in zip(rates[f"ours-segments/{dtype}"], rates[f"ours-segments-all-logits/{dtype}"],
+        auto = [a / max(b, c) for a, b, c in zip(rates[f"ours-auto/{dtype}"], rates[f"ours-segments/{dtype}"],
+                                                  rates[f"ours-mask/{dtype}"], strict=True)]
+        print(f"auto / the faster of segments and mask ({dtype}): {statistics.median(auto):.2f}x (per round: "
+              f"{', '.join(f'{r:.2f}' for r in auto)})")
+        picked = [a / b for a, b in zip(rates[f"ours-auto/{dtype}"], rates[f"ours-auto-all-logits/{dtype}"],
                                         strict=True)]
         print(f"supervised-only logits / all logits ({dtype}): {statistics.median(picked):.2f}x (per round: "
               f"{', '.join(f'{r:.2f}' for r in picked)})")
@@ -288,10 +311,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--data", choices=("evol", "pretrain"), default="evol")
+    parser.add_argument("--model", choices=tuple(MODELS), default="small")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--compare-threads", action="store_true")
     args = parser.parse_args()
     args.dtypes = [d for d in args.dtypes.split(",") if d]
+    global MODEL_INIT
+    MODEL_INIT = MODELS[args.model]
     torch.set_num_threads(args.threads)
     for seq in (int(x) for x in args.seq_lengths.split(",")):
         if args.compare_threads:

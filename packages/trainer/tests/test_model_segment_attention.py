@@ -26,7 +26,7 @@ from test_families import FAMILIES, pack, random_samples, stack  # noqa: E402
 @pytest.fixture(autouse=True)
 def _always_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     """token_losses takes the segment path only where it pays; these tests compare the two paths on every batch."""
-    monkeypatch.setattr(modeling, "SEGMENT_WORK_SHARE", 1.0)
+    monkeypatch.setattr(modeling, "SEGMENT_COST_SCALE", 0.0)
 
 
 def build(family: str, *, dtype: str = "fp32", checkpointing: bool = False) -> torch.nn.Module:
@@ -61,12 +61,20 @@ def test_segment_spans_golden() -> None:
         segment_spans(torch.ones(6, dtype=torch.long))
 
 
-def test_segment_attention_pays_only_for_full_rows_or_half_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(modeling, "SEGMENT_WORK_SHARE", 0.5)
+def test_segment_attention_pays_by_the_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modeling, "SEGMENT_COST_SCALE", 1.0)
     pays = modeling.segment_attention_pays
     assert pays(((0, 0, 8), (1, 0, 8)), 2, 8)  # one full segment per row: a single causal call, no mask
-    assert not pays(((0, 0, 6), (0, 6, 8), (1, 0, 8)), 2, 8)  # (36 + 4 + 64) / 128 = 0.81 of the mask's work
-    assert pays(((0, 0, 4), (0, 4, 8), (1, 0, 4), (1, 4, 8)), 2, 8)  # 64 / 128 = 0.5
+    assert not pays(((0, 0, 6), (0, 6, 8), (1, 0, 8)), 2, 8)  # 3 calls of 50k pairs each vs 2 * 64 pairs
+    # seq 512, 6 rows of 4 segments of 128 tokens (the CPU demo's shape): per span 50000 + 800 * 128 + 128^2 / 2 =
+    # 160592, x 24 = 3854208 > 6 * 512^2 = 1572864: the mask
+    demo = tuple((row, start, start + 128) for row in range(6) for start in range(0, 512, 128))
+    assert not pays(demo, 6, 512)
+    # seq 2048, 2 rows of 4 segments of 512: per span 50000 + 409600 + 131072 = 590672, x 8 = 4725376 <= 2 * 2048^2
+    long_rows = tuple((row, start, start + 512) for row in range(2) for start in range(0, 2048, 512))
+    assert pays(long_rows, 2, 2048)
+    monkeypatch.setattr(modeling, "SEGMENT_COST_SCALE", 0.0)
+    assert pays(demo, 6, 512)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -386,21 +386,27 @@ def set_packed_attention(model: nn.Module, kind: str) -> str:
     return "segments" if hf.config._attn_implementation == SEGMENT_SDPA else "mask"
 
 
-# Segment-wise sdpa is used for a micro-batch when its attention work sum(len_i^2) is at most this share of the
-# mask path's B * L^2, or when every row is one segment (one fused causal call, no mask). Measured 2026-11-25, 1
-# thread, demo llama shapes. sdpa forward+backward alone: one full segment per row 1.1-1.26x faster than the mask;
-# seq 256 Evol-like rows (1.1 segments/row, work share ~0.95) 0.78-0.85x (the extra calls and copies cost more
-# than the little work saved); seq 2048 (6 segments/row, share ~0.2) 2.7-4x. Whole optimizer step
-# (benchmarks/train_step_speed.py --threads 1): seq 2048 Evol-like 1.5-1.6x, seq 256 0.97-0.99x (noise).
-SEGMENT_WORK_SHARE = 0.5
+# Segment-wise sdpa vs the 4-D mask: a cost model in units of one query-key pair of the mask path (which runs one
+# masked sdpa call over all B * L^2 pairs). A segment costs a fixed overhead per call (the kernel's setup, the slices
+# and their backward, the concatenation) plus a per-token term, plus its causal half of len^2 pairs: on CPU, for the
+# lengths of instruction data, the overhead and the per-token term dominate. Calibrated 2026-11-26 (bf16, 6 heads of
+# 32; sdpa forward+backward per span 0.4-0.5 ms + 0.0095-0.013 ms/token, the mask 1.5-3e-5 ms per pair, 1-2 threads,
+# doubled for the slicing around the call). Whole demo MFT step (seq 512, 6 rows, ~22 segments of 50-250 tokens):
+# the mask 1.45x faster than segments at 2 threads, 1.34x at 1 thread; seq 2048 Evol-like rows (6 segments/row):
+# segments 1.5-1.6x faster; seq 256 (1.1 segments/row): the mask 1.0-1.2x faster. One full segment per row always
+# takes the segment path (one fused causal call, no mask).
+SEGMENT_CALL_COST = 50_000
+SEGMENT_TOKEN_COST = 800
+SEGMENT_COST_SCALE = 1.0  # 0 forces the segment path wherever spans exist (tests comparing the two paths)
 
 
 def segment_attention_pays(spans: tuple[tuple[int, int, int], ...], batch: int, length: int) -> bool:
-    """Whether segment-wise sdpa beats the 4-D mask for these spans (see SEGMENT_WORK_SHARE)."""
+    """Whether segment-wise sdpa is cheaper than the 4-D mask for these spans (the cost model above)."""
     if len(spans) == batch and all(start == 0 and end == length for _, start, end in spans):
         return True
-    work = sum((end - start) ** 2 for _, start, end in spans)
-    return work <= SEGMENT_WORK_SHARE * batch * length * length
+    cost = sum(SEGMENT_CALL_COST + SEGMENT_TOKEN_COST * (end - start) + (end - start) ** 2 / 2
+               for _, start, end in spans)
+    return SEGMENT_COST_SCALE * cost <= batch * length * length
 
 
 def uses_segment_attention(hf: nn.Module) -> bool:
