@@ -1,8 +1,10 @@
 """One optimizer step of mft-train's path vs a bare PyTorch loop, in ONE process, interleaved (the machine is shared).
 
 Same tiny llama (`--model small`: hidden 128, 4 layers, 4 heads / 2 kv heads, intermediate 384, vocab 4096; `--model
-demo`: the CPU demo's shape, hidden 192, 6 heads of 32, intermediate 512, tied embeddings), same weights, same packed batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens,
-packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp32 and bf16 autocast:
+demo`: the CPU demo's shape, hidden 192, 6 heads of 32, intermediate 512, tied embeddings), same weights, same packed
+batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens, packed best-fit-decreasing; `--data
+short`: 40-250 tokens like the demo's synthetic records; `--data pretrain`: one full segment per row), fp32 and bf16
+autocast:
 
     ours-mask      modeling.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
                    (exactly loop.forward_backward, then backend.step: clip + AdamW + LR schedule)
@@ -15,7 +17,7 @@ packed best-fit-decreasing; or `--data pretrain`: one full segment per row), fp3
                    loss.backward(), torch.optim.AdamW defaults; a cost floor, not a correct packed trainer
 
     .venv/bin/python benchmarks/train_step_speed.py [--seq-lengths 256,512,2048] [--tokens-per-step 4096]
-        [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|pretrain] [--model small|demo]
+        [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|short|pretrain] [--model small|demo]
         [--breakdown]
         [--compare-threads]   (our bf16 step at 1 thread vs --threads, interleaved, instead of the systems)
 
@@ -78,7 +80,10 @@ def packed_batches(seq: int, rows: int, count: int, data: str, seed: int) -> lis
             continue
         samples = []
         while True:
-            n = max(8, min(seq, int(rng.lognormvariate(5.86, 0.75))))  # median ~350 tokens, long tail
+            if data == "short":  # the CPU demo's synthetic records: 40-250 tokens
+                n = min(seq, rng.randint(40, 250))
+            else:
+                n = max(8, min(seq, int(rng.lognormvariate(5.86, 0.75))))  # median ~350 tokens, long tail
             ids = gen.integers(3, VOCAB, n)
             mask = np.zeros(n, bool)
             mask[int(n * rng.uniform(0.15, 0.4)):] = True
@@ -310,7 +315,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--data", choices=("evol", "pretrain"), default="evol")
+    parser.add_argument("--data", choices=("evol", "short", "pretrain"), default="evol")
     parser.add_argument("--model", choices=tuple(MODELS), default="small")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--compare-threads", action="store_true")

@@ -1,11 +1,10 @@
-"""The CPU demo pipeline end to end (slow: about 15-25 minutes on 2 cores), checked against benchmarks/expected.json.
+"""The CPU demo pipeline end to end (slow: about 10-15 minutes on 2 cores), checked against benchmarks/expected.json.
 
-It runs `mft run pipelines/demo-cpu.yaml` in a temporary workdir (11-14 minutes on 2 cores, measured 2026-11-25), then checks: every
-stage ran, fine-tuning learned (validation loss far below a uniform guess over the 4096-token vocabulary, ln 4096 = 8.3,
-and held-out problems solved), the per-task numbers equal
+It runs `mft run pipelines/demo-cpu.yaml` in a temporary workdir (10 minutes on 2 cores, measured 2026-11-26), then
+checks: every stage ran, fine-tuning learned (validation loss far below a uniform guess over the 4096-token
+vocabulary, ln 4096 = 8.3), the issue's goal holds (held-out text-to-code pass@1 >= 0.8), the per-task numbers equal
 the ones this project publishes in benchmarks/expected.json for the seed, a rerun skips every stage, and the summary
-has what the README shows. The issue's goal (held-out text-to-code pass@1 >= 0.8) is NOT reached yet by this
-configuration; expected.json holds what it does reach, so a change that moves it fails here.
+has what the README shows.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ def test_demo_pipeline_learns_and_reproduces(tmp_path: Path, monkeypatch: pytest
     assert [s["status"] for s in summary["stages"]] == ["ran"] * len(summary["stages"])
     metrics = summary["metrics"]
     assert metrics["text_to_code"]["valid_loss"] < 0.5, metrics
-    assert metrics["text_to_code"]["pass@1"] > 0.2, metrics
+    assert metrics["text_to_code"]["pass@1"] >= 0.8, metrics  # the demo's goal
     for task in ("text_to_code", "translation", "unit_tests", "humaneval"):
         assert "pass@1" in metrics[task], metrics
     assert "valid_loss" in metrics["text_to_code"], metrics

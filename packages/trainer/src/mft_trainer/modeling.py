@@ -21,7 +21,9 @@ keeps sdpa off its fused causal kernel. Instead build_model switches the model t
 `SEGMENT_SDPA` (registered in transformers' AttentionInterface), and `token_losses` passes the spans of
 `packing.segment_spans(segment_ids)`: one `is_causal` sdpa call per segment (spans of equal bounds across rows
 are batched into one call; a batch of one full segment per row is a single call), so attention costs
-sum(len_i^2). Same semantics as the mask on every real token (tests/test_segment_attention.py). Without spans
+sum(len_i^2). Each micro-batch takes whichever path `segment_attention_pays` estimates cheaper: the per-call
+overhead makes segments lose to the mask on rows of many short samples (the CPU demo), and win on long rows. Same
+semantics as the mask on every real token (tests/test_model_segment_attention.py). Without spans
 (generation, any direct call) the function is transformers' own sdpa, and `set_packed_attention(model, "mask")`
 brings back the 4-D mask path. Every family the trainer names was measured to isolate segments this way (tests/test_families.py);
 a model type outside that list is probed once when built, and packed batches are refused if it leaks.
@@ -269,7 +271,7 @@ def build_model(
     hf.mft_attn_implementation = attn
     hf.mft_packing_isolation = {}
     if attn == "sdpa":
-        set_packed_attention(model, "segments")  # measured faster than the 4-D mask: benchmarks/train_step_speed.py
+        set_packed_attention(model, "segments")  # per micro-batch, where it pays: segment_attention_pays
     if attn != "flash_attention_2" and hf.config.model_type not in PACKING_VERIFIED_MODEL_TYPES:
         diff = verify_packing_isolation(model, attn)
         hf.mft_packing_isolation[attn] = diff
@@ -392,9 +394,10 @@ def set_packed_attention(model: nn.Module, kind: str) -> str:
 # lengths of instruction data, the overhead and the per-token term dominate. Calibrated 2026-11-26 (bf16, 6 heads of
 # 32; sdpa forward+backward per span 0.4-0.5 ms + 0.0095-0.013 ms/token, the mask 1.5-3e-5 ms per pair, 1-2 threads,
 # doubled for the slicing around the call). Whole demo MFT step (seq 512, 6 rows, ~22 segments of 50-250 tokens):
-# the mask 1.45x faster than segments at 2 threads, 1.34x at 1 thread; seq 2048 Evol-like rows (6 segments/row):
-# segments 1.5-1.6x faster; seq 256 (1.1 segments/row): the mask 1.0-1.2x faster. One full segment per row always
-# takes the segment path (one fused causal call, no mask).
+# the mask 1.45x faster than segments at 2 threads, 1.34x at 1 thread. benchmarks/train_step_speed.py --model demo
+# (bf16, 2 threads), segments vs the mask: 1.26x at seq 2048 Evol-like rows, 0.89x at seq 1024, 0.87x at seq 256,
+# 0.57x on demo-like rows at seq 512; this choice ran at 1.00-1.07x the faster of the two in each. One full segment
+# per row always takes the segment path (one fused causal call, no mask).
 SEGMENT_CALL_COST = 50_000
 SEGMENT_TOKEN_COST = 800
 SEGMENT_COST_SCALE = 1.0  # 0 forces the segment path wherever spans exist (tests comparing the two paths)
