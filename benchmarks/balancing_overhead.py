@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 import typer
-from mft_trainer import modeling
-from mft_trainer.balancing import BalancingController
-from mft_trainer.loss_config import LossConfig
-from mft_trainer.model_config import ModelConfig, PeftSettings
+from mft_trainer.config.loss import LossConfig
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.loss.controller import BalancingController
+from mft_trainer.model import build, forward, unwrap
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "packages" / "trainer" / "examples" / "tiny-tokenizer"
@@ -67,16 +67,16 @@ class Run:
 
     def __init__(self, mode: str, update_every: int, valid: list[dict], model_cfg: ModelConfig) -> None:
         torch.manual_seed(0)  # the same initial weights for every mode
-        self.model = modeling.build_model(
+        self.model = build.build_model(
             model_cfg, PeftSettings(method="full"), vocab_size=512, device="cpu"
         )
-        self.attn = modeling.hf_model(self.model).mft_attn_implementation
+        self.attn = unwrap.hf_model(self.model).mft_attn_implementation
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         cfg = LossConfig.model_validate(
             {
                 "mode": mode,
                 "coba": {"warmup": 2, "history": 10, "update_every": update_every},
-                "validation": {"every": 10**9, "slice": "valid", "slice_size": 4},
+                "validation": {"slice": "valid", "slice_size": 4},
             }
         )
         self.ctl = BalancingController(
@@ -89,7 +89,7 @@ class Run:
         self.slice_times: list[float] = []
 
     def fwd(self, batch: dict) -> torch.Tensor:
-        return modeling.token_losses(self.model, batch, self.attn)[0]
+        return forward.token_losses(self.model, batch, self.attn)[0]
 
     def step(self, step: int, micro: list[dict]) -> None:
         step_loss = self.ctl.step_loss

@@ -63,12 +63,12 @@ def peak_rss_mb() -> float:
 
 def run_mft(args: argparse.Namespace, packing: bool) -> dict:
     import torch
-    from mft_trainer import data as data_mod
-    from mft_trainer import modeling
     from mft_trainer.config import TrainConfig
+    from mft_trainer.data import stream as data_mod
     from mft_trainer.distributed import DistEnv, wrap_model
     from mft_trainer.loop import forward_backward
-    from mft_trainer.losses import StepLoss
+    from mft_trainer.loss.step import StepLoss
+    from mft_trainer.model import build, unwrap
 
     cfg = TrainConfig.from_dict({
         "model": {"init": MODEL_INIT, "tokenizer": str(TOKENIZER), "dtype": args.dtype, "attn_implementation": "sdpa"},
@@ -78,10 +78,10 @@ def run_mft(args: argparse.Namespace, packing: bool) -> dict:
         "micro_batch_size": 1 if packing else args.padded_batch, "grad_accum": 1, "max_steps": 100000,
         "loss": {"mode": "token"}, "optimizer": {"lr": 1e-3},
     })
-    tokenizer = modeling.load_tokenizer(cfg.model)
+    tokenizer = build.load_tokenizer(cfg.model)
     torch.manual_seed(0)
-    model = modeling.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer))
-    attn = modeling.hf_model(model).mft_attn_implementation
+    model = build.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer))
+    attn = unwrap.hf_model(model).mft_attn_implementation
     backend = wrap_model(model, cfg, DistEnv("none", 0, 1, 0, torch.device("cpu")))
     stream = data_mod.build_train_stream(
         cfg.data, cfg.template, tokenizer, seq_length=cfg.seq_length, packing=packing,
@@ -109,10 +109,10 @@ def run_mft(args: argparse.Namespace, packing: bool) -> dict:
 def run_trl(args: argparse.Namespace) -> dict:
     import torch
     from datasets import Dataset
-    from mft_trainer import modeling
-    from mft_trainer.dataset import open_prepared
-    from mft_trainer.model_config import ModelConfig, PeftSettings
-    from mft_trainer.template import TemplateConfig, to_chat_template
+    from mft_trainer.config.model import ModelConfig, PeftSettings
+    from mft_trainer.data.dataset import open_prepared
+    from mft_trainer.data.template import TemplateConfig, to_chat_template
+    from mft_trainer.model import build, unwrap
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -122,7 +122,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     dataset = Dataset.from_list(rows)
     torch.manual_seed(0)
     model_cfg = ModelConfig(init=MODEL_INIT, tokenizer=str(TOKENIZER), dtype=args.dtype, attn_implementation="sdpa")
-    model = modeling.hf_model(modeling.build_model(model_cfg, PeftSettings(method="full"), vocab_size=len(tokenizer)))
+    model = unwrap.hf_model(build.build_model(model_cfg, PeftSettings(method="full"), vocab_size=len(tokenizer)))
     pad_id = tokenizer.pad_token_id
     counter = {"tokens": 0, "slots": 0, "seconds": 0.0, "steps": -1, "start": 0.0}
 

@@ -6,10 +6,10 @@ batches (synthetic Evol-like sample lengths, log-normal median ~350 tokens, pack
 short`: 40-250 tokens like the demo's synthetic records; `--data pretrain`: one full segment per row), fp32 and bf16
 autocast:
 
-    ours-mask      modeling.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
+    ours-mask      forward.token_losses with the 4-D block-causal mask + losses.StepLoss + TorchBackend step
                    (exactly loop.forward_backward, then backend.step: clip + AdamW + LR schedule)
-    ours-segments  the same with segment-wise causal sdpa on every micro-batch (modeling.SEGMENT_COST_SCALE = 0)
-    ours-auto      what mft-train does: per micro-batch, segments or the mask by modeling.segment_attention_pays
+    ours-segments  the same with segment-wise causal sdpa on every micro-batch (attention.SEGMENT_COST_SCALE = 0)
+    ours-auto      what mft-train does: per micro-batch, segments or the mask by attention.segment_attention_pays
     ours-auto-all-logits
                    the same but the LM head and the cross-entropy run on every position, prompts included (what
                    mft-train did before it computed logits only where targets are supervised)
@@ -47,12 +47,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "packages" / "trainer" / "src"))
 
-from mft_trainer import loop, modeling  # noqa: E402
+from mft_trainer import loop  # noqa: E402
 from mft_trainer.config import TrainConfig  # noqa: E402
+from mft_trainer.config.model import ModelConfig  # noqa: E402
+from mft_trainer.data.packing import best_fit_decreasing, collate_rows, make_segment  # noqa: E402
 from mft_trainer.distributed import DistEnv, wrap_model  # noqa: E402
-from mft_trainer.losses import StepLoss  # noqa: E402
-from mft_trainer.model_config import ModelConfig  # noqa: E402
-from mft_trainer.packing import best_fit_decreasing, collate_rows, make_segment  # noqa: E402
+from mft_trainer.loss.step import StepLoss  # noqa: E402
+from mft_trainer.model import attention, build, forward, unwrap  # noqa: E402
 
 VOCAB = 4096
 MODELS = {
@@ -113,50 +114,50 @@ class Ours:
                  all_logits: bool = False, force_segments: bool = False) -> None:
         cfg = train_config(dtype, seq, rows)
         # 0 makes segment_attention_pays say yes wherever there are spans; 1 is the trainer's cost model
-        self.cost_scale = 0.0 if force_segments else modeling.SEGMENT_COST_SCALE
+        self.cost_scale = 0.0 if force_segments else attention.SEGMENT_COST_SCALE
         # modeling computes logits only at supervised positions when fewer than this fraction are supervised
-        self.select_below = 0.0 if all_logits else modeling._SELECT_LOGITS_BELOW
-        self.model = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
+        self.select_below = 0.0 if all_logits else forward._SELECT_LOGITS_BELOW
+        self.model = build.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
         self.model.load_state_dict(state)
-        assert modeling.set_packed_attention(self.model, packed_attention) == packed_attention
+        assert attention.set_packed_attention(self.model, packed_attention) == packed_attention
         env = DistEnv(backend="none", rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
         self.backend = wrap_model(self.model, cfg, env)
         self.step_loss = StepLoss("token", 1)
         self.clip = cfg.clip_grad
 
     def step(self, micro: list[Batch]) -> None:
-        default, modeling._SELECT_LOGITS_BELOW = modeling._SELECT_LOGITS_BELOW, self.select_below
-        scale, modeling.SEGMENT_COST_SCALE = modeling.SEGMENT_COST_SCALE, self.cost_scale
+        default, forward._SELECT_LOGITS_BELOW = forward._SELECT_LOGITS_BELOW, self.select_below
+        scale, attention.SEGMENT_COST_SCALE = attention.SEGMENT_COST_SCALE, self.cost_scale
         try:
             loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
         finally:
-            modeling._SELECT_LOGITS_BELOW = default
-            modeling.SEGMENT_COST_SCALE = scale
+            forward._SELECT_LOGITS_BELOW = default
+            attention.SEGMENT_COST_SCALE = scale
         self.backend.step(self.clip)
         self.step_loss.end_step()
 
     def phases(self, micro: list[Batch]) -> dict[str, float]:
-        scale, modeling.SEGMENT_COST_SCALE = modeling.SEGMENT_COST_SCALE, self.cost_scale
+        scale, attention.SEGMENT_COST_SCALE = attention.SEGMENT_COST_SCALE, self.cost_scale
         try:
             return self._phases(micro)
         finally:
-            modeling.SEGMENT_COST_SCALE = scale
+            attention.SEGMENT_COST_SCALE = scale
 
     def _phases(self, micro: list[Batch]) -> dict[str, float]:
-        hf = modeling.hf_model(self.model)
+        hf = unwrap.hf_model(self.model)
         t: dict[str, float] = {}
         mb = micro[0]
         tic = time.perf_counter()
-        from mft_trainer.packing import segment_spans
+        from mft_trainer.data.packing import segment_spans
 
         spans = segment_spans(mb["segment_ids"])
-        if not modeling.segment_attention_pays(spans, *mb["segment_ids"].shape):
-            modeling._block_causal_mask(mb["segment_ids"], modeling._compute_dtype(hf, hf.mft_autocast_dtype))
+        if not attention.segment_attention_pays(spans, *mb["segment_ids"].shape):
+            attention.block_causal_mask_for(mb["segment_ids"], forward._compute_dtype(hf, hf.mft_autocast_dtype))
         t["mask/spans"] = time.perf_counter() - tic
         keep = mb["targets"] != -100
         select = int(keep.sum()) < self.select_below * keep.numel()
         tic = time.perf_counter()
-        logits, _ = modeling._forward(self.model, hf, mb, "sdpa", hf.mft_autocast_dtype, keep=keep if select else None)
+        logits, _ = forward._forward(self.model, hf, mb, "sdpa", hf.mft_autocast_dtype, keep=keep if select else None)
         t["forward(incl mask)"] = time.perf_counter() - tic
         tic = time.perf_counter()
         if select:
@@ -184,7 +185,7 @@ class Bare:
     def __init__(self, dtype: str, state: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
 
-        config = modeling.build_init_config(ModelConfig(init=MODEL_INIT, tokenizer=str(REPO)).init, VOCAB)
+        config = build.build_init_config(ModelConfig(init=MODEL_INIT, tokenizer=str(REPO)).init, VOCAB)
         self.model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
         self.model.load_state_dict(state)
         self.model.config.use_cache = False
@@ -240,7 +241,7 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
           f"data {args.data}, {args.steps} steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
     torch.manual_seed(0)
     cfg = train_config("fp32", seq, rows)
-    state = modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict()
+    state = build.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict()
     systems: dict[str, Any] = {}
     for dtype in args.dtypes:
         systems[f"bare/{dtype}"] = Bare(dtype, state)
@@ -295,7 +296,7 @@ def compare_threads(seq: int, args: argparse.Namespace) -> None:
     steps = [packed_batches(seq, rows, 1, args.data, seed=s) for s in range(args.steps)]
     real = sum(int((s[0]["segment_ids"] > 0).sum()) for s in steps)
     cfg = train_config("fp32", seq, rows)
-    ours = Ours("bf16", seq, rows, "segments", modeling.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict())
+    ours = Ours("bf16", seq, rows, "segments", build.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict())
     ours.step(steps[0])
     rates: dict[int, list[float]] = {1: [], args.threads: []}
     for _ in range(args.rounds):

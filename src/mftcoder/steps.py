@@ -15,7 +15,7 @@ def train_tokenizer(output: Path, sources: list[str], vocab_size: int = 4096, ma
 
     The demo trains it on the standard library of the interpreter running the pipeline: real code, on every machine.
     """
-    from mft_trainer.tokenizer_build import train_tokenizer as train
+    from mft_trainer.data.tokenizer_build import train_tokenizer as train
 
     files = sorted({path for pattern in sources for path in glob.glob(pattern, recursive=True)})
     if not files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mft_trainer.tokenizer_build import stdlib_python_texts, train_tokenizer
+from mft_trainer.data.tokenizer_build import stdlib_python_texts, train_tokenizer
 
 VOCAB_SIZE = 2048
 CORPUS_BYTES = 2_000_000

@@ -69,7 +69,7 @@ def tokenizer_corpus() -> list[str]:
 
 def tiny_tokenizer_dir(vocab_size: int = TOKENIZER_VOCAB_SIZE) -> Path:
     """Directory of the cached tiny tokenizer; trained (about 50 ms) when missing."""
-    from mft_trainer.tokenizer_build import train_tokenizer
+    from mft_trainer.data.tokenizer_build import train_tokenizer
 
     corpus = tokenizer_corpus()
     key = hashlib.sha256(("\x00".join(corpus) + f"|{vocab_size}|v1").encode()).hexdigest()[:16]

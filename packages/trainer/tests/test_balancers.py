@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from mft_trainer.balancers import CoBaBalancer, SelfPacedBalancer, fit_slope
+from mft_trainer.loss.balancers import CoBaBalancer, SelfPacedBalancer, fit_slope
 
 
 def steady(t: int) -> float:

@@ -11,8 +11,8 @@ import torch
 from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.balancing import BalancingController  # noqa: E402
-from mft_trainer.loss_config import LossConfig  # noqa: E402
+from mft_trainer.config.loss import LossConfig  # noqa: E402
+from mft_trainer.loss.controller import BalancingController  # noqa: E402
 from test_losses_fixtures import TinyLM, make_rows, split_rows, train_steps  # noqa: E402
 
 TASKS = ["code", "docs", "tests"]
@@ -23,11 +23,12 @@ def valid_batches():
     return [split_rows(batch, [i, i + 1]) for i in range(0, 12, 2)]
 
 
-def build(cfg: LossConfig, seed: int = 0):
+def build(cfg: LossConfig, seed: int = 0, validate_every: int = 5):
     model = TinyLM(seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     ctl = BalancingController(
-        cfg, TASKS, token_losses=model.token_losses, valid_batches=valid_batches(), model=model
+        cfg, TASKS, token_losses=model.token_losses, valid_batches=valid_batches(), model=model,
+        validate_every=validate_every,
     )
     return model, opt, ctl
 
@@ -36,7 +37,7 @@ COBA = {
     "mode": "coba",
     "task_weights": {"docs": 2.0},
     "coba": {"warmup": 4, "history": 5, "update_every": 2},
-    "validation": {"every": 5, "slice": "separate", "slice_size": 2},
+    "validation": {"slice": "separate", "slice_size": 2},
     "early_stopping": {"metric": "total", "patience": 50},
 }
 
@@ -81,11 +82,10 @@ def test_early_stopping_plots_and_summary(tmp_path):
     cfg = LossConfig.model_validate(
         {
             "mode": "task",
-            "validation": {"every": 1},
             "early_stopping": {"metric": "docs", "patience": 2},
         }
     )
-    model, _, ctl = build(cfg)
+    model, _, ctl = build(cfg, validate_every=1)
     opt = torch.optim.SGD(model.parameters(), lr=40.0)  # far too high: validation loss soon stops improving
     reports: list = []
     for step in range(1, 40):

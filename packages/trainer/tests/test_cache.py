@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import mft_trainer.cache as cache_mod  # noqa: E402
+import mft_trainer.data.cache as cache_mod  # noqa: E402
 from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.cache import load_or_build  # noqa: E402
-from mft_trainer.dataset import open_prepared  # noqa: E402
-from mft_trainer.template import TemplateConfig  # noqa: E402
+from mft_trainer.data.cache import load_or_build  # noqa: E402
+from mft_trainer.data.dataset import open_prepared  # noqa: E402
+from mft_trainer.data.template import TemplateConfig  # noqa: E402
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_parallel_build_equals_in_process(ds, tmp_path, monkeypatch, kind):
     tok = tiny_tokenizer()
     cfg = TemplateConfig(kind=kind)
     if kind == "tokenizer":
-        from mft_trainer.template import to_chat_template
+        from mft_trainer.data.template import to_chat_template
 
         tok.chat_template = to_chat_template(TemplateConfig())
     serial = _build(ds, tmp_path / "c1", tok=tok, cfg=cfg, num_workers=0)
@@ -111,7 +111,7 @@ def test_reads_both_arrow_ipc_formats(tmp_path, stream_format):
 
 
 def test_missing_manifest_or_listed_shard_fails_naming_the_file(tmp_path):
-    from mft_trainer.dataset import PreparedDatasetError
+    from mft_trainer.data.dataset import PreparedDatasetError
 
     root = write_prepared_dataset(tmp_path / "ds")
     (root / "train" / "code-a" / "part-00001.arrow").unlink()

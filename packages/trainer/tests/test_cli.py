@@ -40,12 +40,12 @@ def config(tmp_path_factory) -> Path:
 
 
 def test_dry_run_prints_config_dataset_and_budget(config: Path, monkeypatch) -> None:
-    import mft_trainer.modeling as modeling
+    from mft_trainer.model import build
 
     def no_model(*args, **kwargs):
         raise AssertionError("--dry-run must not build a model")
 
-    monkeypatch.setattr(modeling, "build_model", no_model)
+    monkeypatch.setattr(build, "build_model", no_model)
     result = runner.invoke(app, ["train", str(config), "seq_length=128", "--dry-run"])
     assert result.exit_code == 0, result.output
     out = result.output

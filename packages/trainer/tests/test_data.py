@@ -12,10 +12,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.data import build_eval_batches, build_train_stream, pad_fractions  # noqa: E402
-from mft_trainer.data_config import DataConfig  # noqa: E402
-from mft_trainer.render import inspect_report, render_batch_layout, render_sample  # noqa: E402
-from mft_trainer.template import TemplateConfig  # noqa: E402
+from mft_trainer.config.data import DataConfig  # noqa: E402
+from mft_trainer.data.inspect import inspect_report, render_batch_layout, render_sample  # noqa: E402
+from mft_trainer.data.stream import build_eval_batches, build_train_stream, pad_fractions  # noqa: E402
+from mft_trainer.data.template import TemplateConfig  # noqa: E402
 
 SEQ = 512
 
@@ -28,12 +28,12 @@ def env(tmp_path_factory):
     return cfg, tiny_tokenizer()
 
 
-def _stream(env, *, world=1, rank=0, accum=1, mb=2, packing=True, seed=3, **cfg_changes):
+def _stream(env, *, world=1, rank=0, accum=1, mb=2, packing=True, seed=3, mode="sft", **cfg_changes):
     cfg, tok = env
     cfg = cfg.model_copy(update=cfg_changes)
     return build_train_stream(
         cfg, TemplateConfig(), tok, seq_length=SEQ, packing=packing, micro_batch_size=mb, grad_accum=accum,
-        rank=rank, world_size=world, seed=seed,
+        rank=rank, world_size=world, seed=seed, mode=mode,
     )
 
 
@@ -187,13 +187,13 @@ def test_inspect_takes_a_train_config(env, monkeypatch):
     """The CLI's entry: render.inspect(TrainConfig, ...) with the tokenizer the model section names."""
     from types import SimpleNamespace
 
-    import mft_trainer.modeling as modeling
-    from mft_trainer import render
+    from mft_trainer.data import inspect as render
+    from mft_trainer.model import build
 
     cfg, tok = env
-    monkeypatch.setattr(modeling, "load_tokenizer", lambda model_cfg: tok)
+    monkeypatch.setattr(build, "load_tokenizer", lambda model_cfg: tok)
     train_cfg = SimpleNamespace(model=None, data=cfg, template=TemplateConfig(), seq_length=SEQ, packing=False,
-                                micro_batch_size=4, seed=0)
+                                micro_batch_size=4, seed=0, mode="sft")
     text = render.inspect(train_cfg, task="code-a", n=1, plain=True)
     assert "[[" in text and "first micro-batch (padded)" in text and "pad fraction packed" in text
-    assert "pad_fraction" in _stream(env).stats.model_dump()
+    assert "pad_fraction" in _stream(env).stats.as_dict()

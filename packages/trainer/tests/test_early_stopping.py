@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from mft_trainer.early_stopping import EarlyStopping
+from mft_trainer.loss.early_stopping import EarlyStopping
 
 
 def test_patience_counts_validations_without_a_new_best():

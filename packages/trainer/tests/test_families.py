@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
-from mft_trainer.merge import merge_adapter, resolve_base  # noqa: E402
-from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.peft_setup import trainable_parameter_count  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.model import build, forward, save  # noqa: E402
+from mft_trainer.model.adapters import trainable_parameter_count  # noqa: E402
+from mft_trainer.model.merge import merge_adapter, resolve_base  # noqa: E402
 
 _DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=128)
@@ -49,12 +49,12 @@ MOE = {"mixtral", "qwen2_moe"}
 # Every family stays in the default run: at this size each parametrisation takes about 0.2 s.
 
 
-def build(family: str, attn: str, method: str = "lora", seed: int = 0) -> torch.nn.Module:
+def build_tiny(family: str, attn: str, method: str = "lora", seed: int = 0) -> torch.nn.Module:
     model_cfg = ModelConfig(init=FAMILIES[family], tokenizer=str(tiny_tokenizer_dir()), dtype="fp32",
                             attn_implementation=attn, moe_aux_loss_coef=0.02)
     peft_cfg = PeftSettings(method=method, r=4, alpha=8, dropout=0.0) if method != "full" else PeftSettings(method=method)
     torch.manual_seed(seed)
-    return modeling.build_model(model_cfg, peft_cfg, vocab_size=len(tiny_tokenizer()), device="cpu")
+    return build.build_model(model_cfg, peft_cfg, vocab_size=len(tiny_tokenizer()), device="cpu")
 
 
 def pack(samples: list[list[int]], length: int) -> dict[str, torch.Tensor]:
@@ -87,11 +87,11 @@ def random_samples(vocab: int, lengths: tuple[int, ...], seed: int) -> list[list
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_token_losses_equal_per_sample_losses(family: str, attn: str) -> None:
-    model = build(family, attn).eval()
+    model = build_tiny(family, attn).eval()
     samples = random_samples(len(tiny_tokenizer()), (7, 5, 9), seed=1)
     packed = stack([pack(samples, 24), pack(samples[::-1], 24)])  # two rows, different segment order
     with torch.no_grad():
-        packed_loss, packed_aux = modeling.token_losses(model, packed, attn)
+        packed_loss, packed_aux = forward.token_losses(model, packed, attn)
         # Reference: each sample alone, through the plain transformers forward (no mask, no position ids).
         alone_loss = [
             torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([s]), use_cache=False).logits[0, :-1],
@@ -113,8 +113,8 @@ def test_packed_token_losses_equal_per_sample_losses(family: str, attn: str) -> 
         one = pack(samples[:2], 12)
         padded = pack(samples[:2], 24)
         with torch.no_grad():
-            _, aux_one = modeling.token_losses(model, one, attn)
-            _, aux_padded = modeling.token_losses(model, padded, attn)
+            _, aux_one = forward.token_losses(model, one, attn)
+            _, aux_padded = forward.token_losses(model, padded, attn)
         torch.testing.assert_close(aux_padded, aux_one, rtol=1e-6, atol=1e-7)
 
 
@@ -131,17 +131,17 @@ def test_lm_head_on_supervised_positions_only_changes_nothing(family: str, monke
     assert 0 < int(keep.sum()) < 0.9 * keep.numel()
 
     def run() -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
-        model = build(family, "sdpa", method="full")
+        model = build_tiny(family, "sdpa", method="full")
         head = model.get_output_embeddings()
         widths: list[int] = []
         handle = head.register_forward_hook(lambda m, a, out: widths.append(int(out.reshape(-1, out.shape[-1]).shape[0])))
-        token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+        token_loss, aux = forward.token_losses(model, batch, "sdpa")
         handle.remove()
         (token_loss.sum() / keep.sum() + (aux if aux is not None else 0.0)).backward()
         return token_loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, widths
 
     selected, selected_grads, selected_widths = run()
-    monkeypatch.setattr(modeling, "_SELECT_LOGITS_BELOW", 0.0)  # never select: full [B, L, V] logits
+    monkeypatch.setattr(forward, "_SELECT_LOGITS_BELOW", 0.0)  # never select: full [B, L, V] logits
     full, full_grads, full_widths = run()
     assert selected_widths == [int(keep.sum())] and full_widths == [keep.numel()]
     assert bool((selected[~keep] == 0).all())
@@ -157,7 +157,7 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tokenizer = tiny_tokenizer()
-    model = build(family, "sdpa")
+    model = build_tiny(family, "sdpa")
     base_params = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     lora_params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert lora_params and all("lora_" in n for n in lora_params)
@@ -168,7 +168,7 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     samples = random_samples(len(tokenizer), (9, 6, 8), seed=2)
     batch = stack([pack(samples[:2], 16), pack(samples[2:], 16)])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+    token_loss, aux = forward.token_losses(model, batch, "sdpa")
     loss = token_loss.sum() / (batch["targets"] != -100).sum() + (aux if aux is not None else 0.0)
     assert torch.isfinite(loss)
     loss.backward()
@@ -179,10 +179,10 @@ def test_lora_step_save_merge_reload(family: str, tmp_path: Path) -> None:
     assert any(not torch.equal(p, lora_params[n]) for n, p in model.named_parameters() if n in lora_params)
 
     chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
-    out = modeling.save_pretrained_with_template(model, tokenizer, chat_template, tmp_path / "final")
+    out = save.save_pretrained_with_template(model, tokenizer, chat_template, tmp_path / "final")
     adapter_config = json.loads((out / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == modeling.BASE_MODEL_SUBDIR  # relative to the adapter
-    assert resolve_base(out, None) == str(out / modeling.BASE_MODEL_SUBDIR)
+    assert adapter_config["base_model_name_or_path"] == save.BASE_MODEL_SUBDIR  # relative to the adapter
+    assert resolve_base(out, None) == str(out / save.BASE_MODEL_SUBDIR)
     assert (out / "adapter_model.safetensors").is_file()
     saved_tok = AutoTokenizer.from_pretrained(str(out))
     assert saved_tok.chat_template == chat_template

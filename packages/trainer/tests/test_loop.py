@@ -11,13 +11,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer_dir, write_prepared_dataset  # noqa: E402
-from mft_trainer import data as data_mod  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
 from mft_trainer.config import TrainConfig  # noqa: E402
+from mft_trainer.data import stream as data_mod  # noqa: E402
 from mft_trainer.distributed import DistEnv, wrap_model  # noqa: E402
 from mft_trainer.loop import forward_backward, run_training  # noqa: E402
-from mft_trainer.losses import StepLoss  # noqa: E402
+from mft_trainer.loss.step import StepLoss  # noqa: E402
 from mft_trainer.metrics_log import read_metrics  # noqa: E402
+from mft_trainer.model import build  # noqa: E402
 
 TINY_INIT = {"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512}
@@ -52,9 +52,9 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _grads_for(cfg: TrainConfig, micro: int, accum: int, mode: str) -> tuple[float, dict[str, torch.Tensor]]:
-    tokenizer = modeling.load_tokenizer(cfg.model)
+    tokenizer = build.load_tokenizer(cfg.model)
     torch.manual_seed(0)
-    model = modeling.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer))
+    model = build.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer))
     env = DistEnv("none", 0, 1, 0, torch.device("cpu"))
     backend = wrap_model(model, cfg, env)
     stream = data_mod.build_train_stream(

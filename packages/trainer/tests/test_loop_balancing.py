@@ -130,17 +130,18 @@ def test_early_stopping_stops_and_keeps_the_best_model(tmp_path: Path, dataset: 
     assert any(not torch.equal(best[n], last[n]) for n in last)
 
 
-def test_one_validation_cadence(tmp_path: Path, dataset: Path) -> None:
+def test_one_spelling_per_setting(tmp_path: Path, dataset: Path) -> None:
     base = {"model": {"init": {"architecture": "llama"}, "tokenizer": str(tmp_path)}, "data": {"path": str(dataset)}, "output_dir": str(tmp_path)}
-    cfg = TrainConfig.from_dict({**base, "loss": {"validation": {"every": 7}}})
-    assert cfg.eval_every == 7  # loss.validation.every is another spelling of eval_every
-    assert TrainConfig.from_dict({**base, "eval_every": 7, "loss": {"validation": {"every": 7}}}).eval_every == 7
+    assert TrainConfig.from_dict({**base, "eval_every": 7}).eval_every == 7
     assert TrainConfig.from_dict(base).eval_every == 0  # default: validation only at the end
-    with pytest.raises(ValueError, match=r"eval_every \(5\) and loss.validation.every \(7\) disagree"):
-        TrainConfig.from_dict({**base, "eval_every": 5, "loss": {"validation": {"every": 7}}})
+    with pytest.raises(ValueError, match=r"loss.validation.every is not a key: the setting is `eval_every`"):
+        TrainConfig.from_dict({**base, "loss": {"validation": {"every": 7}}})
     with pytest.raises(ValueError, match="early_stopping.patience is set but eval_every is 0"):
         TrainConfig.from_dict({**base, "loss": {"early_stopping": {"patience": 2}}})
+    assert TrainConfig.from_dict({**base, "mode": "pretrain"}).mode == "pretrain"
+    with pytest.raises(ValueError, match=r"data.mode is not a key: the setting is `mode`"):
+        TrainConfig.from_dict({**base, "data": {"path": str(dataset), "mode": "pretrain"}})
     yaml_path = tmp_path / "train.yaml"
     yaml_path.write_text(json.dumps({**base, "eval_every": 5}))
-    with pytest.raises(ConfigError, match="disagree"):
+    with pytest.raises(ConfigError, match="loss.validation.every is not a key"):
         TrainConfig.from_yaml(yaml_path, ["loss.validation.every=7"])

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.losses import COMBINE_MODES, StepLoss, multitask_loss  # noqa: E402
+from mft_trainer.loss.modes import COMBINE_MODES  # noqa: E402
+from mft_trainer.loss.multitask import multitask_loss  # noqa: E402
+from mft_trainer.loss.step import StepLoss  # noqa: E402
 from test_losses_fixtures import (  # noqa: E402
     MODE_KWARGS,
     TinyLM,

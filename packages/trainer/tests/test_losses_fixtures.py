@@ -104,7 +104,7 @@ MODE_KWARGS = {
 
 def run_step(model: TinyLM, micro_batches, mode: str, step_loss=None):
     """The loop's protocol over one rank's micro-batches; returns the end_step result and the summed micro losses."""
-    from mft_trainer.losses import StepLoss
+    from mft_trainer.loss.step import StepLoss
 
     step_loss = step_loss or StepLoss(mode, 3, **MODE_KWARGS[mode])
     model.zero_grad()
@@ -127,7 +127,7 @@ def distributed_worker(
 ) -> None:
     """One gloo rank: run every mode on its rows (two micro-batches), sum gradients over ranks, rank 0 saves."""
     import torch.distributed as dist
-    from mft_trainer.losses import COMBINE_MODES
+    from mft_trainer.loss.modes import COMBINE_MODES
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -152,7 +152,7 @@ def distributed_worker(
                 "grads": grads,
                 "per_task": result.per_task_loss,
             }
-        from mft_trainer.validation import evaluate_per_task
+        from mft_trainer.loss.validation import evaluate_per_task
 
         # One batch per row: the ranks hold 3 and 5 batches, so the shorter one runs masked fillers.
         valid = evaluate_per_task(model.token_losses, [split_rows(batch, [r]) for r in rows], 3)

@@ -13,9 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
-from mft_trainer.merge import merge_adapter, resolve_base  # noqa: E402
-from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.model import build, forward, save  # noqa: E402
+from mft_trainer.model.merge import merge_adapter, resolve_base  # noqa: E402
 
 LLAMA = dict(architecture="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2)
@@ -26,20 +26,20 @@ def trained_adapter(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     """A path-loaded base with a LoRA adapter trained one step, saved as Contract 2 at tmp_path/adapter."""
     torch.manual_seed(0)
     base_cfg = ModelConfig(init=LLAMA, tokenizer=str(tiny_tokenizer_dir()), dtype="fp32")
-    base = modeling.build_model(base_cfg, PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
+    base = build.build_model(base_cfg, PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
     base.save_pretrained(str(tmp_path / "base"))
     cfg = ModelConfig(path=str(tmp_path / "base"), tokenizer=str(tiny_tokenizer_dir()), dtype="fp32")
-    model = modeling.build_model(cfg, PeftSettings(r=4, alpha=8, dropout=0.0), vocab_size=len(tiny_tokenizer()))
+    model = build.build_model(cfg, PeftSettings(r=4, alpha=8, dropout=0.0), vocab_size=len(tiny_tokenizer()))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
     ids = torch.randint(3, len(tiny_tokenizer()), (2, 10), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": ids, "targets": torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1),
              "position_ids": torch.arange(10).repeat(2, 1), "segment_ids": torch.ones(2, 10, dtype=torch.long)}
-    token_loss, _ = modeling.token_losses(model, batch, "sdpa")
+    token_loss, _ = forward.token_losses(model, batch, "sdpa")
     token_loss.mean().backward()
     optimizer.step()
     meta = tmp_path / "mft_train.json"
     meta.write_text(json.dumps({"step": 1}))
-    out = modeling.save_pretrained_with_template(model, tiny_tokenizer(), TEMPLATE, tmp_path / "adapter",
+    out = save.save_pretrained_with_template(model, tiny_tokenizer(), TEMPLATE, tmp_path / "adapter",
                                                  extra_files={"mft_train.json": meta})
     return model.eval(), out
 
@@ -55,7 +55,7 @@ def test_merge_path_base_in_fp32_and_bf16(tmp_path: Path) -> None:
     model, adapter = trained_adapter(tmp_path)
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tmp_path / "base")
-    assert not (adapter / modeling.BASE_MODEL_SUBDIR).exists()  # a real base is named, not copied
+    assert not (adapter / save.BASE_MODEL_SUBDIR).exists()  # a real base is named, not copied
     ids = torch.randint(3, len(tiny_tokenizer()), (1, 12), generator=torch.Generator().manual_seed(2))
     expected = logits(model, ids)
 
@@ -84,8 +84,8 @@ def test_base_resolution_and_errors(tmp_path: Path) -> None:
     out = merge_adapter(adapter, tmp_path / "merged", base=moved, dtype="fp32")
     assert (out / "model.safetensors").is_file()
     # A base saved beside the adapter (how init-built bases travel) is found when the named path is gone.
-    shutil.copytree(moved, adapter / modeling.BASE_MODEL_SUBDIR)
-    assert resolve_base(adapter, None) == str(adapter / modeling.BASE_MODEL_SUBDIR)
+    shutil.copytree(moved, adapter / save.BASE_MODEL_SUBDIR)
+    assert resolve_base(adapter, None) == str(adapter / save.BASE_MODEL_SUBDIR)
     with pytest.raises(ValueError, match="not a LoRA adapter directory"):
         merge_adapter(out, tmp_path / "again")
     with pytest.raises(ValueError, match="dtype 'fp16'"):
@@ -98,12 +98,12 @@ def test_init_base_adapter_survives_being_moved(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     cfg = ModelConfig(init=LLAMA, tokenizer=str(tiny_tokenizer_dir()), dtype="fp32")
-    model = modeling.build_model(cfg, PeftSettings(r=4, alpha=8, dropout=0.0), vocab_size=len(tiny_tokenizer()))
+    model = build.build_model(cfg, PeftSettings(r=4, alpha=8, dropout=0.0), vocab_size=len(tiny_tokenizer()))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)  # a non-trivial adapter without a training step
-    saved = modeling.save_pretrained_with_template(model, tiny_tokenizer(), TEMPLATE, tmp_path / ".tmp-final")
+    saved = save.save_pretrained_with_template(model, tiny_tokenizer(), TEMPLATE, tmp_path / ".tmp-final")
     moved = tmp_path / "run" / "final"
     moved.parent.mkdir()
     saved.rename(moved)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mft_trainer import model_config, modeling
-from mft_trainer.model_config import ModelConfig, PeftSettings
+from mft_trainer.config import model as model_config
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.model import build
 from pydantic import ValidationError
 
 TINY = {"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 1}
@@ -38,7 +39,7 @@ def test_family_aliases() -> None:
     assert ModelConfig(init={"architecture": "deepseek"}, tokenizer="/t").init.model_type == "llama"
     assert ModelConfig(init={"architecture": "CodeLlama"}, tokenizer="/t").init.model_type == "llama"
     # attribute_map names (hidden_size -> n_embd for gpt_bigcode) are accepted
-    config = modeling.build_init_config(ModelConfig(init={"architecture": "starcoder", "hidden_size": 48},
+    config = build.build_init_config(ModelConfig(init={"architecture": "starcoder", "hidden_size": 48},
                                                     tokenizer="/t").init, vocab_size=100)
     assert config.n_embd == 48 and config.vocab_size == 100
 
@@ -50,23 +51,23 @@ def test_flash_attention_2_without_flash_attn_is_a_config_error(monkeypatch: pyt
 
 
 def test_attn_auto_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(modeling, "flash_attn_available", lambda: (True, ""))
-    assert modeling.resolve_attn_implementation("auto", "cuda") == "flash_attention_2"
-    assert modeling.resolve_attn_implementation("auto", "cpu") == "sdpa"
-    monkeypatch.setattr(modeling, "flash_attn_available", lambda: (False, "not installed"))
-    assert modeling.resolve_attn_implementation("auto", "cuda") == "sdpa"
-    assert modeling.resolve_attn_implementation("eager", "cpu") == "eager"
+    monkeypatch.setattr(build, "flash_attn_available", lambda: (True, ""))
+    assert build.resolve_attn_implementation("auto", "cuda") == "flash_attention_2"
+    assert build.resolve_attn_implementation("auto", "cpu") == "sdpa"
+    monkeypatch.setattr(build, "flash_attn_available", lambda: (False, "not installed"))
+    assert build.resolve_attn_implementation("auto", "cuda") == "sdpa"
+    assert build.resolve_attn_implementation("eager", "cpu") == "eager"
     with pytest.raises(ValueError, match="flash_attention_2 cannot run"):
-        modeling.resolve_attn_implementation("flash_attention_2", "cpu")
+        build.resolve_attn_implementation("flash_attention_2", "cpu")
 
 
 def test_dtype_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert modeling.resolve_dtype("fp32", "cpu") == torch.float32
-    assert modeling.resolve_dtype("bf16", "cpu") == torch.bfloat16
-    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: True)
-    assert modeling.resolve_dtype("auto", "cpu") == torch.bfloat16
-    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: False)
-    assert modeling.resolve_dtype("auto", "cpu") == torch.float32
+    assert build.resolve_dtype("fp32", "cpu") == torch.float32
+    assert build.resolve_dtype("bf16", "cpu") == torch.bfloat16
+    monkeypatch.setattr(build, "cpu_has_bf16", lambda: True)
+    assert build.resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(build, "cpu_has_bf16", lambda: False)
+    assert build.resolve_dtype("auto", "cpu") == torch.float32
 
 
 def test_peft_settings() -> None:

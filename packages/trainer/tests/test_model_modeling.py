@@ -12,20 +12,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
-from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.data import packing  # noqa: E402
+from mft_trainer.model import attention, build, forward, save, unwrap  # noqa: E402
 
 LLAMA = dict(architecture="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
 
 
-def build(method: str = "lora", *, init: dict | None = None, dtype: str = "fp32", attn: str = "sdpa",
+def build_tiny(method: str = "lora", *, init: dict | None = None, dtype: str = "fp32", attn: str = "sdpa",
           gradient_checkpointing: bool = False, seed: int = 0) -> torch.nn.Module:
     cfg = ModelConfig(init=init or LLAMA, tokenizer=str(tiny_tokenizer_dir()), dtype=dtype,
                       attn_implementation=attn, gradient_checkpointing=gradient_checkpointing)
     peft = PeftSettings(method=method, r=4, alpha=8, dropout=0.0) if method != "full" else PeftSettings(method="full")
     torch.manual_seed(seed)
-    return modeling.build_model(cfg, peft, vocab_size=len(tiny_tokenizer()))
+    return build.build_model(cfg, peft, vocab_size=len(tiny_tokenizer()))
 
 
 def packed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -54,13 +55,13 @@ def packed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_token_losses_match_transformers_loss_on_a_plain_batch() -> None:
-    model = build("full").eval()
+    model = build_tiny("full").eval()
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, len(tiny_tokenizer()), (2, 12), generator=g)
     batch = {"input_ids": ids, "targets": torch.cat([ids[:, 1:], torch.full((2, 1), -100)], 1),
              "position_ids": torch.arange(12).repeat(2, 1), "segment_ids": torch.ones(2, 12, dtype=torch.long)}
     with torch.no_grad():
-        token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+        token_loss, aux = forward.token_losses(model, batch, "sdpa")
         reference = model(input_ids=ids, labels=ids, use_cache=False).loss
     assert aux is None and token_loss.dtype == torch.float32
     assert bool((token_loss[:, -1] == 0).all())
@@ -72,9 +73,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method: str) -
     batch = packed_batch()
     results = []
     for checkpointing in (False, True):
-        model = build(method, gradient_checkpointing=checkpointing)
-        assert modeling.hf_model(model).is_activation_checkpointing == checkpointing
-        token_loss, _ = modeling.token_losses(model, batch, "sdpa")
+        model = build_tiny(method, gradient_checkpointing=checkpointing)
+        assert unwrap.hf_model(model).is_activation_checkpointing == checkpointing
+        token_loss, _ = forward.token_losses(model, batch, "sdpa")
         loss = token_loss.sum() / (batch["targets"] != -100).sum()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -87,15 +88,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method: str) -
 
 def test_bf16_autocast_on_cpu_tracks_fp32() -> None:
     batch = packed_batch()
-    fp32_model = build("lora", dtype="fp32")
-    bf16_model = build("lora", dtype="bf16")
-    assert modeling.hf_model(bf16_model).mft_autocast_dtype == torch.bfloat16
-    assert modeling.hf_model(fp32_model).mft_autocast_dtype is None
+    fp32_model = build_tiny("lora", dtype="fp32")
+    bf16_model = build_tiny("lora", dtype="bf16")
+    assert unwrap.hf_model(bf16_model).mft_autocast_dtype == torch.bfloat16
+    assert unwrap.hf_model(fp32_model).mft_autocast_dtype is None
     assert all(p.dtype == torch.float32 for p in bf16_model.parameters())  # trainable weights stay fp32 on CPU
     with torch.no_grad():
-        ref, _ = modeling.token_losses(fp32_model, batch, "sdpa")
-        low, _ = modeling.token_losses(bf16_model, batch, "sdpa")
-        exact, _ = modeling.token_losses(bf16_model, batch, "sdpa", autocast_dtype=None)
+        ref, _ = forward.token_losses(fp32_model, batch, "sdpa")
+        low, _ = forward.token_losses(bf16_model, batch, "sdpa")
+        exact, _ = forward.token_losses(bf16_model, batch, "sdpa", autocast_dtype=None)
     supervised = batch["targets"] != -100
     torch.testing.assert_close(exact, ref, rtol=0, atol=1e-6)
     relative = ((low - ref)[supervised].abs().max() / ref[supervised].abs().max()).item()
@@ -103,9 +104,9 @@ def test_bf16_autocast_on_cpu_tracks_fp32() -> None:
 
 
 def test_packing_probe_detects_contamination(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = build("lora")
-    assert modeling.verify_packing_isolation(model, "sdpa") < 1e-5
-    assert modeling.verify_packing_isolation(model, "eager") < 1e-5
+    model = build_tiny("lora")
+    assert forward.verify_packing_isolation(model, "sdpa") < 1e-5
+    assert forward.verify_packing_isolation(model, "eager") < 1e-5
     # A mask that is causal but ignores segment boundaries (what position-id resets alone give): the probe sees it.
     def leaky(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         length = segment_ids.shape[1]
@@ -113,55 +114,53 @@ def test_packing_probe_detects_contamination(monkeypatch: pytest.MonkeyPatch) ->
         mask = torch.zeros(segment_ids.shape[0], 1, length, length, dtype=dtype)
         return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
-    monkeypatch.setattr(modeling, "_block_causal_mask", leaky)
-    assert modeling.verify_packing_isolation(model, "eager") > modeling._ISOLATION_TOLERANCE
-    assert modeling.set_packed_attention(model, "mask") == "mask"
-    assert modeling.verify_packing_isolation(model, "sdpa") > modeling._ISOLATION_TOLERANCE
+    monkeypatch.setattr(packing, "block_causal_mask", leaky)
+    assert forward.verify_packing_isolation(model, "eager") > attention.ISOLATION_TOLERANCE
+    assert attention.set_packed_attention(model, "mask") == "mask"
+    assert forward.verify_packing_isolation(model, "sdpa") > attention.ISOLATION_TOLERANCE
     # The segment-wise sdpa path (build_model's default for sdpa) given one span per row: the probe sees it too.
-    from mft_trainer import packing
-
     monkeypatch.setattr(packing, "segment_spans", lambda seg: tuple((r, 0, seg.shape[1]) for r in range(seg.shape[0])))
-    assert modeling.set_packed_attention(model, "segments") == "segments"
-    assert modeling.verify_packing_isolation(model, "sdpa") > modeling._ISOLATION_TOLERANCE
+    assert attention.set_packed_attention(model, "segments") == "segments"
+    assert forward.verify_packing_isolation(model, "sdpa") > attention.ISOLATION_TOLERANCE
 
 
 def test_packed_batches_refused_for_a_model_type_that_leaks() -> None:
-    model = build("lora")
-    hf = modeling.hf_model(model)
+    model = build_tiny("lora")
+    hf = unwrap.hf_model(model)
     hf.config.model_type = "some_future_family"
     packed = packed_batch()
     padded = {k: v[1:] for k, v in packed.items()}  # the second row holds one segment: plain padding
     hf.mft_packing_isolation = {}
     with pytest.raises(ValueError, match="has not been checked for segment isolation with sdpa"):
-        modeling.token_losses(model, packed, "sdpa")
+        forward.token_losses(model, packed, "sdpa")
     hf.mft_packing_isolation = {"sdpa": 0.45}
     with pytest.raises(ValueError, match="does not isolate packed segments with sdpa"):
-        modeling.token_losses(model, packed, "sdpa")
-    token_loss, _ = modeling.token_losses(model, padded, "sdpa")
+        forward.token_losses(model, packed, "sdpa")
+    token_loss, _ = forward.token_losses(model, padded, "sdpa")
     assert torch.isfinite(token_loss).all()
     hf.mft_packing_isolation = {"sdpa": 1e-7}
-    modeling.token_losses(model, packed, "sdpa")
+    forward.token_losses(model, packed, "sdpa")
 
 
 def test_unverified_family_is_probed_when_built() -> None:
     init = dict(architecture="qwen3", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, head_dim=8)
-    model = build("lora", init=init)
-    hf = modeling.hf_model(model)
-    assert hf.config.model_type not in modeling.PACKING_VERIFIED_MODEL_TYPES
+    model = build_tiny("lora", init=init)
+    hf = unwrap.hf_model(model)
+    assert hf.config.model_type not in attention.PACKING_VERIFIED_MODEL_TYPES
     assert hf.mft_packing_isolation["sdpa"] < 1e-5
-    token_loss, _ = modeling.token_losses(model, packed_batch(), "sdpa")
+    token_loss, _ = forward.token_losses(model, packed_batch(), "sdpa")
     assert torch.isfinite(token_loss).all()
 
 
 def test_full_model_contract2_save_and_reload(tmp_path: Path) -> None:
-    from mft_trainer.template import TemplateConfig, to_chat_template
+    from mft_trainer.data.template import TemplateConfig, to_chat_template
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tokenizer = tiny_tokenizer()
-    model = build("full")
+    model = build_tiny("full")
     template = TemplateConfig()
-    out = modeling.save_pretrained_with_template(model, tokenizer, template, tmp_path / "final")
+    out = save.save_pretrained_with_template(model, tokenizer, template, tmp_path / "final")
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     saved = AutoTokenizer.from_pretrained(str(out))
     assert saved.chat_template == to_chat_template(template)
@@ -178,8 +177,8 @@ def test_full_model_contract2_save_and_reload(tmp_path: Path) -> None:
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tokenizer = tiny_tokenizer()
-    model = build("lora")
-    out = modeling.save_pretrained_with_template(model, tokenizer, "{{ messages }}", tmp_path / "final")
+    model = build_tiny("lora")
+    out = save.save_pretrained_with_template(model, tokenizer, "{{ messages }}", tmp_path / "final")
     before = sorted(p.name for p in out.iterdir())
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -187,9 +186,9 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(type(tokenizer), "save_pretrained", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        modeling.save_pretrained_with_template(model, tokenizer, "{{ other }}", tmp_path / "final")
+        save.save_pretrained_with_template(model, tokenizer, "{{ other }}", tmp_path / "final")
     with pytest.raises(RuntimeError, match="disk full"):
-        modeling.save_pretrained_with_template(model, tokenizer, "{{ other }}", tmp_path / "fresh")
+        save.save_pretrained_with_template(model, tokenizer, "{{ other }}", tmp_path / "fresh")
     assert sorted(p.name for p in out.iterdir()) == before  # the previous complete checkpoint is untouched
     assert not (tmp_path / "fresh").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
@@ -197,25 +196,25 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_unknown_eos_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="EOS token '<nope>' is not in the tokenizer"):
-        modeling.save_pretrained_with_template(build("full"), tiny_tokenizer(), "x", tmp_path / "o", eos_token="<nope>")
+        save.save_pretrained_with_template(build_tiny("full"), tiny_tokenizer(), "x", tmp_path / "o", eos_token="<nope>")
 
 
 def test_load_from_path_and_vocabulary_checks(tmp_path: Path) -> None:
-    base = build("full")
+    base = build_tiny("full")
     base.save_pretrained(str(tmp_path / "base"))
     tiny_tokenizer().save_pretrained(str(tmp_path / "base"))
     cfg = ModelConfig(path=str(tmp_path / "base"), dtype="fp32", attn_implementation="eager")
-    tokenizer = modeling.load_tokenizer(cfg)
+    tokenizer = build.load_tokenizer(cfg)
     assert tokenizer.pad_token is not None and tokenizer.eos_token == "<|endoftext|>"
-    model = modeling.build_model(cfg, PeftSettings(r=4, alpha=8), vocab_size=len(tokenizer))
+    model = build.build_model(cfg, PeftSettings(r=4, alpha=8), vocab_size=len(tokenizer))
     assert model.peft_config["default"].base_model_name_or_path == str(tmp_path / "base")
-    assert modeling.hf_model(model).config._attn_implementation == "eager"
+    assert unwrap.hf_model(model).config._attn_implementation == "eager"
     with pytest.raises(ValueError, match="a frozen \\(lora/qlora\\) base cannot learn new embeddings"):
-        modeling.build_model(cfg, PeftSettings(r=4, alpha=8), vocab_size=len(tokenizer) + 10)
-    full = modeling.build_model(cfg, PeftSettings(method="full"), vocab_size=len(tokenizer) + 10)
+        build.build_model(cfg, PeftSettings(r=4, alpha=8), vocab_size=len(tokenizer) + 10)
+    full = build.build_model(cfg, PeftSettings(method="full"), vocab_size=len(tokenizer) + 10)
     assert full.get_input_embeddings().weight.shape[0] == len(tokenizer) + 10
     with pytest.raises(ValueError, match="model.path: cannot load a causal LM"):
-        modeling.build_model(ModelConfig(path=str(tmp_path / "missing"), tokenizer=str(tmp_path / "base")),
+        build.build_model(ModelConfig(path=str(tmp_path / "missing"), tokenizer=str(tmp_path / "base")),
                              PeftSettings(), vocab_size=10)
     with pytest.raises(ValueError, match="model.tokenizer: cannot load a tokenizer"):
-        modeling.load_tokenizer(ModelConfig(init=LLAMA, tokenizer=str(tmp_path / "missing")))
+        build.load_tokenizer(ModelConfig(init=LLAMA, tokenizer=str(tmp_path / "missing")))

@@ -11,10 +11,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
-from mft_trainer.merge import merge_adapter  # noqa: E402
-from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.moe import expert_counts  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.model import build, forward, save, unwrap  # noqa: E402
+from mft_trainer.model.merge import merge_adapter  # noqa: E402
+from mft_trainer.model.moe import expert_counts  # noqa: E402
 
 MOE_INIT = {
     "mixtral": dict(architecture="mixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -25,11 +25,11 @@ MOE_INIT = {
 }
 
 
-def build(arch: str, coef: float | None, peft: PeftSettings | None = None) -> torch.nn.Module:
+def build_tiny(arch: str, coef: float | None, peft: PeftSettings | None = None) -> torch.nn.Module:
     cfg = ModelConfig(init=MOE_INIT[arch], tokenizer=str(tiny_tokenizer_dir()), dtype="fp32",
                       attn_implementation="sdpa", moe_aux_loss_coef=coef)
     torch.manual_seed(0)
-    return modeling.build_model(cfg, peft or PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
+    return build.build_model(cfg, peft or PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
 
 
 def batch_of(rows: list[list[int]], length: int) -> dict[str, torch.Tensor]:
@@ -52,10 +52,10 @@ def rows(seed: int, lengths: tuple[int, ...]) -> list[list[int]]:
 
 @pytest.mark.parametrize("arch", list(MOE_INIT))
 def test_aux_equals_transformers_on_unpadded_batch(arch: str) -> None:
-    model = build(arch, coef=0.05).eval()
+    model = build_tiny(arch, coef=0.05).eval()
     batch = batch_of(rows(0, (10, 10)), 10)
     with torch.no_grad():
-        _, aux = modeling.token_losses(model, batch, "sdpa")
+        _, aux = forward.token_losses(model, batch, "sdpa")
         reference = model(input_ids=batch["input_ids"], output_router_logits=True, use_cache=False).aux_loss
     assert aux is not None
     torch.testing.assert_close(aux, 0.05 * reference, rtol=1e-6, atol=1e-8)
@@ -63,13 +63,13 @@ def test_aux_equals_transformers_on_unpadded_batch(arch: str) -> None:
 
 @pytest.mark.parametrize("arch", list(MOE_INIT))
 def test_aux_ignores_padding(arch: str) -> None:
-    model = build(arch, coef=1.0).eval()
+    model = build_tiny(arch, coef=1.0).eval()
     samples = rows(1, (6, 11, 3))
     tight = batch_of(samples, 11)
     loose = batch_of(samples, 32)
     with torch.no_grad():
-        _, aux_tight = modeling.token_losses(model, tight, "sdpa")
-        _, aux_loose = modeling.token_losses(model, loose, "sdpa")
+        _, aux_tight = forward.token_losses(model, tight, "sdpa")
+        _, aux_loose = forward.token_losses(model, loose, "sdpa")
         # transformers' own loss without the mask counts the padding's routing: a different number.
         unmasked = model(input_ids=loose["input_ids"], output_router_logits=True, use_cache=False).aux_loss
     torch.testing.assert_close(aux_loose, aux_tight, rtol=1e-6, atol=1e-7)
@@ -79,11 +79,11 @@ def test_aux_ignores_padding(arch: str) -> None:
 def test_coefficient_scales_and_zero_disables() -> None:
     samples = batch_of(rows(2, (9, 7)), 9)
     with torch.no_grad():
-        _, a = modeling.token_losses(build("mixtral", coef=0.01).eval(), samples, "sdpa")
-        _, b = modeling.token_losses(build("mixtral", coef=0.03).eval(), samples, "sdpa")
-        _, none = modeling.token_losses(build("mixtral", coef=0.0).eval(), samples, "sdpa")
-        default_model = build("mixtral", coef=None).eval()
-        _, default = modeling.token_losses(default_model, samples, "sdpa")
+        _, a = forward.token_losses(build_tiny("mixtral", coef=0.01).eval(), samples, "sdpa")
+        _, b = forward.token_losses(build_tiny("mixtral", coef=0.03).eval(), samples, "sdpa")
+        _, none = forward.token_losses(build_tiny("mixtral", coef=0.0).eval(), samples, "sdpa")
+        default_model = build_tiny("mixtral", coef=None).eval()
+        _, default = forward.token_losses(default_model, samples, "sdpa")
     torch.testing.assert_close(b, 3 * a)
     assert none is None
     # None keeps the config's own router_aux_loss_coef (transformers' MixtralConfig default).
@@ -92,8 +92,8 @@ def test_coefficient_scales_and_zero_disables() -> None:
 
 
 def test_aux_gradient_reaches_router() -> None:
-    model = build("qwen2_moe", coef=1.0)
-    _, aux = modeling.token_losses(model, batch_of(rows(3, (8, 5)), 8), "sdpa")
+    model = build_tiny("qwen2_moe", coef=1.0)
+    _, aux = forward.token_losses(model, batch_of(rows(3, (8, 5)), 8), "sdpa")
     aux.backward()
     router_grads = [p.grad for n, p in model.named_parameters() if n.endswith("mlp.gate.weight")]
     assert router_grads and all(g is not None and g.abs().sum() > 0 for g in router_grads)
@@ -104,15 +104,15 @@ def test_lora_on_fused_expert_weights_merges_exactly(tmp_path: Path) -> None:
 
     peft = PeftSettings(method="lora", r=4, alpha=8, dropout=0.0,
                         target_parameters=["experts.gate_up_proj", "experts.down_proj"])
-    model = build("mixtral", coef=0.02, peft=peft)
+    model = build_tiny("mixtral", coef=0.02, peft=peft)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("experts" in n for n in trainable), trainable
     batch = batch_of(rows(4, (12, 9)), 12)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+    token_loss, aux = forward.token_losses(model, batch, "sdpa")
     (token_loss.sum() / (batch["targets"] != -100).sum() + aux).backward()
     optimizer.step()
-    out = modeling.save_pretrained_with_template(model, tiny_tokenizer(), "{{ messages }}", tmp_path / "final")
+    out = save.save_pretrained_with_template(model, tiny_tokenizer(), "{{ messages }}", tmp_path / "final")
     merged = AutoModelForCausalLM.from_pretrained(str(merge_adapter(out, tmp_path / "merged", dtype="fp32"))).eval()
     model.eval()
     with torch.no_grad():
@@ -132,9 +132,9 @@ def test_aux_loss_under_gradient_checkpointing_matches() -> None:
         cfg = ModelConfig(init=MOE_INIT["mixtral"], tokenizer=str(tiny_tokenizer_dir()), dtype="fp32",
                           attn_implementation="sdpa", moe_aux_loss_coef=0.5, gradient_checkpointing=checkpointing)
         torch.manual_seed(0)
-        model = modeling.build_model(cfg, PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
-        assert modeling.hf_model(model).is_activation_checkpointing == checkpointing
-        token_loss, aux = modeling.token_losses(model, batch, "sdpa")
+        model = build.build_model(cfg, PeftSettings(method="full"), vocab_size=len(tiny_tokenizer()))
+        assert unwrap.hf_model(model).is_activation_checkpointing == checkpointing
+        token_loss, aux = forward.token_losses(model, batch, "sdpa")
         (token_loss.sum() / (batch["targets"] != -100).sum() + aux).backward()
         router = [p.grad.clone() for n, p in model.named_parameters() if n.endswith("mlp.gate.weight")]
         results.append((aux.detach(), router))

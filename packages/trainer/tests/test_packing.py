@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_model  # noqa: E402
-from mft_trainer.packing import (  # noqa: E402
+from mft_trainer.data.packing import (  # noqa: E402
     best_fit_decreasing,
     block_causal_mask,
     collate_rows,

@@ -13,9 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer import modeling  # noqa: E402
-from mft_trainer.merge import merge_adapter  # noqa: E402
-from mft_trainer.model_config import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
+from mft_trainer.model import build, forward, save  # noqa: E402
+from mft_trainer.model.merge import merge_adapter  # noqa: E402
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -31,7 +31,7 @@ def test_qlora_trains_saves_and_merges_on_cpu(dtype: str, tmp_path: Path) -> Non
     tokenizer = tiny_tokenizer()
     cfg = ModelConfig(init=INIT, tokenizer=str(tiny_tokenizer_dir()), dtype=dtype, attn_implementation="sdpa")
     torch.manual_seed(0)
-    model = modeling.build_model(cfg, PeftSettings(method="qlora", r=4, alpha=8, dropout=0.0),
+    model = build.build_model(cfg, PeftSettings(method="qlora", r=4, alpha=8, dropout=0.0),
                                  vocab_size=len(tokenizer))
     quantised = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(quantised) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers; lm_head stays unquantised
@@ -47,7 +47,7 @@ def test_qlora_trains_saves_and_merges_on_cpu(dtype: str, tmp_path: Path) -> Non
     losses, times = [], []
     for _ in range(3):
         start = time.perf_counter()
-        token_loss, _ = modeling.token_losses(model, batch, "sdpa")
+        token_loss, _ = forward.token_losses(model, batch, "sdpa")
         loss = token_loss.sum() / (batch["targets"] != -100).sum()
         loss.backward()
         optimizer.step()
@@ -60,11 +60,11 @@ def test_qlora_trains_saves_and_merges_on_cpu(dtype: str, tmp_path: Path) -> Non
         if n in frozen:
             assert torch.equal(p, frozen[n]), n
 
-    out = modeling.save_pretrained_with_template(model, tokenizer, "{{ messages }}", tmp_path / "final")
-    assert (out / modeling.BASE_MODEL_SUBDIR / "model.safetensors").is_file()
+    out = save.save_pretrained_with_template(model, tokenizer, "{{ messages }}", tmp_path / "final")
+    assert (out / save.BASE_MODEL_SUBDIR / "model.safetensors").is_file()
     merged_dir = merge_adapter(out, tmp_path / "merged", dtype="fp32")
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
-    base = AutoModelForCausalLM.from_pretrained(str(out / modeling.BASE_MODEL_SUBDIR)).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(out / save.BASE_MODEL_SUBDIR)).eval()
     reference = PeftModel.from_pretrained(base, str(out)).eval()
     model.eval()
     with torch.no_grad():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mft_trainer.sampler import GlobalSampler, task_quotas, task_weights
+from mft_trainer.data.sampler import GlobalSampler, task_quotas, task_weights
 
 SIZES = [40, 10, 0, 50]
 NAMES = ["a", "b", "c", "d"]

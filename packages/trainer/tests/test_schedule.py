@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from mft_trainer.schedule import build_scheduler, lr_at
+from mft_trainer.optim import build_scheduler, lr_at
 
 KW = {"base_lr": 1.0, "total_steps": 10, "warmup_steps": 2, "min_lr": 0.1}
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import EVAL_USER_TURN, sample_conversations, tiny_tokenizer  # noqa: E402
-from mft_trainer.template import (  # noqa: E402
+from mft_trainer.data.template import (  # noqa: E402
     TemplateConfig,
     TemplateError,
     encode,
@@ -188,7 +188,7 @@ def test_text_record_is_fully_supervised_and_ends_in_eos(tok):
 
 
 def test_validate_template_fails_before_tokenizing(tok):
-    from mft_trainer.template import validate_template
+    from mft_trainer.data.template import validate_template
 
     validate_template(tok, TemplateConfig())
     tok.chat_template = None

@@ -9,9 +9,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.dataset import open_prepared  # noqa: E402
-from mft_trainer.template import EncodedSample, TemplateConfig  # noqa: E402
-from mft_trainer.tokenize import Unit, fit_to_length, tokenize_unit  # noqa: E402
+from mft_trainer.data.dataset import open_prepared  # noqa: E402
+from mft_trainer.data.template import EncodedSample, TemplateConfig  # noqa: E402
+from mft_trainer.data.tokenize import Unit, fit_to_length, tokenize_unit  # noqa: E402
 
 
 def _sample(mask: list[int], turn_ends: tuple[int, ...]) -> EncodedSample:
@@ -77,7 +77,7 @@ def test_unit_counts_every_outcome(tmp_path):
 
 
 def test_train_tokenizer_saves_a_loadable_byte_level_bpe(tmp_path):
-    from mft_trainer.tokenizer_build import stdlib_python_texts, train_tokenizer
+    from mft_trainer.data.tokenizer_build import stdlib_python_texts, train_tokenizer
     from transformers import AutoTokenizer
 
     texts = list(stdlib_python_texts(200_000))

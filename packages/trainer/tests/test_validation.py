@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.validation import BalancerSlice, evaluate_per_task, split_validation  # noqa: E402
+from mft_trainer.loss.validation import BalancerSlice, evaluate_per_task, split_validation  # noqa: E402
 from test_losses_fixtures import TinyLM, duplicate_first_row, make_rows, split_rows, two_rank_results  # noqa: E402
 
 

@@ -33,7 +33,7 @@ def dry_run_summary(config: TrainConfig, world_size: int | None = None) -> dict[
     """What `--dry-run` prints: the dataset (tasks, records per split) and the token budget. Loads no model."""
     import os
 
-    from mft_trainer.dataset import open_prepared
+    from mft_trainer.data.dataset import open_prepared
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     dataset = open_prepared(config.data.path)

@@ -71,7 +71,7 @@ def inspect(
 ) -> None:
     """Show samples through the template with supervised tokens marked, and the packed layout of one batch."""
     cfg = _load(config, overrides)
-    from mft_trainer import render
+    from mft_trainer.data import inspect as render
 
     render.inspect(cfg, task=task, n=n, console=console, plain=plain)
 
@@ -87,7 +87,7 @@ def merge(
     if dtype not in ("bf16", "fp32"):
         err_console.print(f"[red]error:[/red] --dtype: {dtype!r}; expected bf16 or fp32")
         raise typer.Exit(2)
-    from mft_trainer.merge import merge_adapter
+    from mft_trainer.model.merge import merge_adapter
 
     out = merge_adapter(adapter, output, base=base, dtype=dtype)
     console.print(f"merged model: {out}", highlight=False)

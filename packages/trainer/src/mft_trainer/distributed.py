@@ -2,7 +2,7 @@
 
 Multi-process runs are launched by `torchrun` (one node or many); on CPU every backend runs over gloo, which is how
 the tests check them with 2 processes. accelerate's FSDP/DeepSpeed plugins are NOT used: on CPU they silently run
-unsharded (REFERENCE.md §7). Each backend exposes the same small surface to the loop:
+unsharded (docs/reference.md §7). Each backend exposes the same small surface to the loop:
 
     backend.model                       the module to call forward on
     with backend.micro_step(is_last):   gradient sync only on the last micro-batch of an optimizer step
@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mft_trainer.config import DistributedConfig, TrainConfig
-from mft_trainer.schedule import build_scheduler
+from mft_trainer.optim import make_optimizer, scheduler_for
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ class DistEnv:
     @property
     def initialized(self) -> bool:
         return dist.is_available() and dist.is_initialized()
+
+
+def is_distributed(group: dist.ProcessGroup | None = None) -> bool:
+    """True inside a process group of more than one rank (the only case where collectives do anything)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
 def _free_port() -> int:
@@ -130,25 +135,6 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise RuntimeError("the model has no trainable parameters (check peft.method and peft.target_modules)")
-    opt = cfg.optimizer
-    # foreach=False: the same kernel on every backend, so 1-process and sharded runs are comparable bit for bit.
-    return torch.optim.AdamW(
-        params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, foreach=False
-    )
-
-
-def _scheduler_for(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    sch = cfg.schedule
-    return build_scheduler(
-        optimizer, base_lr=cfg.optimizer.lr, total_steps=cfg.max_steps, warmup_steps=sch.warmup_steps,
-        min_lr=sch.min_lr, kind=sch.kind,
-    )
-
-
 class TorchBackend:
     """`none` (one process), `ddp` (DistributedDataParallel) and `fsdp2` (fully_shard per decoder layer, then root).
 
@@ -178,8 +164,8 @@ class TorchBackend:
             self.model = model
         else:
             self.model = model
-        self.optimizer = _make_optimizer(self.model, cfg)
-        self.scheduler = _scheduler_for(self.optimizer, cfg)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = scheduler_for(self.optimizer, cfg)
 
     @contextlib.contextmanager
     def micro_step(self, is_last: bool) -> Iterator[None]:
@@ -307,9 +293,9 @@ class DeepSpeedBackend:
         self.cfg = cfg
         self.base = model
         self.ds_config = deepspeed_config(cfg, env.world_size)
-        optimizer = _make_optimizer(model, cfg)
+        optimizer = make_optimizer(model, cfg)
         engine, ds_optimizer, _, scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=lambda opt: _scheduler_for(opt, cfg),
+            model=model, optimizer=optimizer, lr_scheduler=lambda opt: scheduler_for(opt, cfg),
             config=self.ds_config,
         )
         self.engine = engine

@@ -41,11 +41,9 @@ import torch
 from rich.console import Console
 
 from mft_trainer import checkpoint as ckpt
-from mft_trainer import data as data_mod
-from mft_trainer import modeling
-from mft_trainer.balancing import BalancingController, StepReport
 from mft_trainer.config import TrainConfig
-from mft_trainer.dataset import open_prepared
+from mft_trainer.data import stream as data_mod
+from mft_trainer.data.dataset import open_prepared
 from mft_trainer.distributed import (
     Backend,
     DistEnv,
@@ -55,8 +53,10 @@ from mft_trainer.distributed import (
     init_distributed,
     wrap_model,
 )
-from mft_trainer.losses import StepLoss
+from mft_trainer.loss.controller import BalancingController, StepReport
+from mft_trainer.loss.step import StepLoss
 from mft_trainer.metrics_log import MetricsLogger
+from mft_trainer.model import build, forward, save, unwrap
 
 Batch = dict[str, torch.Tensor]
 BEST = "best"  # output_dir/best/: the model at the best validation metric (Contract 2 layout, like final/)
@@ -100,30 +100,31 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     tasks = list(dataset.tasks)
     cfg.loss.check_tasks(tasks)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    tokenizer = modeling.load_tokenizer(cfg.model)
-    model = modeling.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer), device=env.device)
-    backend = wrap_model(model, cfg, env, rebuild=lambda: modeling.build_model(
+    tokenizer = build.load_tokenizer(cfg.model)
+    model = build.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer), device=env.device)
+    backend = wrap_model(model, cfg, env, rebuild=lambda: build.build_model(
         cfg.model, cfg.peft, vocab_size=len(tokenizer), device=torch.device("cpu")))
-    attn = modeling.hf_model(model).mft_attn_implementation  # what build_model resolved from `auto`
+    attn = unwrap.hf_model(model).mft_attn_implementation  # what build_model resolved from `auto`
     if env.is_main:
         # Tokenization cache built once, by rank 0; the other ranks then load it (see data.tokenized_split).
         for split in ("train", "valid"):
-            data_mod.tokenized_split(cfg.data, cfg.template, tokenizer, split, cfg.seq_length)
+            data_mod.tokenized_split(cfg.data, cfg.template, tokenizer, split, cfg.seq_length, cfg.mode)
     barrier(env)
     stream = data_mod.build_train_stream(
         cfg.data, cfg.template, tokenizer, seq_length=cfg.seq_length, packing=cfg.packing,
         micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum, rank=env.rank,
-        world_size=env.world_size, seed=cfg.seed,
+        world_size=env.world_size, seed=cfg.seed, mode=cfg.mode,
     )
     # This rank's validation micro-batches, built once and kept on the CPU (moved per forward); the controller
     # caches its small balancer slice on the device.
     valid_batches = data_mod.build_eval_batches(
         cfg.data, cfg.template, tokenizer, split="valid", seq_length=cfg.seq_length,
         micro_batch_size=cfg.micro_batch_size, packing=cfg.packing, rank=env.rank, world_size=env.world_size,
+        mode=cfg.mode,
     )
     ctl = BalancingController(
         cfg.loss, tasks,
-        token_losses=lambda b: modeling.token_losses(backend.model, _to_device(b, env.device), attn)[0],
+        token_losses=lambda b: forward.token_losses(backend.model, _to_device(b, env.device), attn)[0],
         valid_batches=valid_batches, model=backend.model, device=env.device, validate_every=cfg.eval_every,
     )
     step_loss = ctl.step_loss
@@ -233,7 +234,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
             "balancer_seconds": ctl.slice.seconds if ctl.slice is not None else 0.0,
             "validation_seconds": ctl.validation_seconds,
             "last_train_loss": result.loss if result is not None else None,
-            "data_stats": _stats_dict(stream),
+            "data_stats": stream.stats.as_dict(),
         }
         save_final(backend, tokenizer, cfg, env, final_dir, record)
         if env.is_main:
@@ -280,12 +281,12 @@ def forward_backward(
     if step_loss.needs_probe:
         with torch.no_grad():
             for mb in micro:
-                step_loss.probe(modeling.token_losses(backend.model, mb, attn)[0], mb)
+                step_loss.probe(forward.token_losses(backend.model, mb, attn)[0], mb)
         step_loss.finish_probe()
     aux_values: list[float] = []
     for i, mb in enumerate(micro):
         with backend.micro_step(is_last=i == len(micro) - 1):
-            token_loss, aux = modeling.token_losses(backend.model, mb, attn)
+            token_loss, aux = forward.token_losses(backend.model, mb, attn)
             loss = step_loss.micro_loss(token_loss, mb)
             if aux is not None:
                 # The router loss is a per-forward mean: average it over all forwards of the global step.
@@ -311,12 +312,6 @@ def _global_counts(micro: list[Batch], env: DistEnv) -> dict[str, int]:
     return {"tokens": tokens, "slots": slots, "pad": slots - tokens}
 
 
-def _stats_dict(stream: Any) -> Any:
-    """The stream's counts (tokens, pad fraction, dropped/truncated/no-supervised samples) for mft_train.json."""
-    stats = getattr(stream, "stats", None)
-    return stats.as_dict() if stats is not None and hasattr(stats, "as_dict") else None
-
-
 def save_checkpoint(
     cfg: TrainConfig, backend: Backend, stream: Any, tokenizer: Any, env: DistEnv, step: int,
     balancer_state: dict[str, Any],
@@ -333,7 +328,7 @@ def save_checkpoint(
     backend.save_native(tmp / "deepspeed")  # collective for DeepSpeed, nothing for torch backends
     with backend.gathered_model() as full:
         if env.is_main:
-            modeling.save_pretrained_with_template(full, tokenizer, cfg.template, tmp / "model")
+            save.save_pretrained_with_template(full, tokenizer, cfg.template, tmp / "model")
     if env.is_main and states:
         torch.save(states, tmp / "trainer_state.pt")
     ckpt.write_rank_state(tmp, env.rank, stream.state_dict())
@@ -396,7 +391,7 @@ def save_final(
         if env.is_main:
             if tmp.exists():
                 shutil.rmtree(tmp)
-            modeling.save_pretrained_with_template(full, tokenizer, cfg.template, tmp)
+            save.save_pretrained_with_template(full, tokenizer, cfg.template, tmp)
             ckpt.write_train_record(tmp, record)
             if final_dir.exists():
                 shutil.rmtree(final_dir)

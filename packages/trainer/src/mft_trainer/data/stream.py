@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cache import TokenizedSplit, load_or_build
-from .data_config import DataConfig
-from .dataset import open_prepared
-from .packing import Segment, best_fit_decreasing, collate_rows, make_segment
-from .sampler import GlobalSampler, task_weights
-from .template import TemplateConfig, validate_template
+from mft_trainer.config.data import DataConfig
+from mft_trainer.config.template import TemplateConfig
+from mft_trainer.data.cache import TokenizedSplit, load_or_build
+from mft_trainer.data.dataset import open_prepared
+from mft_trainer.data.packing import Segment, best_fit_decreasing, collate_rows, make_segment
+from mft_trainer.data.sampler import GlobalSampler, task_weights
+from mft_trainer.data.template import validate_template
 
 Batch = dict[str, torch.Tensor]
 
@@ -66,10 +67,6 @@ class StreamStats:
         self.positions += int(seg.numel())
         self.tokens += int((seg != 0).sum())
         self.supervised_tokens += int((batch["targets"] != -100).sum())
-
-    def model_dump(self) -> dict[str, Any]:
-        """Same as `as_dict` (the loop logs whichever it finds)."""
-        return self.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -315,7 +312,8 @@ def _layout(packing: bool, mode: str) -> str:
 
 
 def tokenized_split(
-    data_cfg: DataConfig, template_cfg: TemplateConfig, tokenizer: Any, split: str, seq_length: int
+    data_cfg: DataConfig, template_cfg: TemplateConfig, tokenizer: Any, split: str, seq_length: int,
+    mode: str = "sft",
 ) -> TokenizedSplit:
     """Open the prepared dataset and load (or build) the tokenized cache entry of `split`.
 
@@ -330,7 +328,7 @@ def tokenized_split(
         template_cfg,
         seq_length=seq_length,
         overlong=data_cfg.overlong,
-        mode=data_cfg.mode,
+        mode=mode,
         cache_dir=data_cfg.cache_dir,
         num_workers=data_cfg.resolved_num_workers(),
     )
@@ -348,8 +346,9 @@ def build_train_stream(
     rank: int,
     world_size: int,
     seed: int,
+    mode: str = "sft",
 ) -> BatchStream:
-    split = tokenized_split(data_cfg, template_cfg, tokenizer, "train", seq_length)
+    split = tokenized_split(data_cfg, template_cfg, tokenizer, "train", seq_length, mode)
     if len(split) == 0:
         raise ValueError(f"{data_cfg.path}: no trainable sample in the train split; outcomes {split.totals()}")
     offsets, sizes = split.task_offsets_sizes()
@@ -359,7 +358,7 @@ def build_train_stream(
         split,
         sampler,
         seq_length=seq_length,
-        layout=_layout(packing, data_cfg.mode),
+        layout=_layout(packing, mode),
         micro_batch_size=micro_batch_size,
         grad_accum=grad_accum,
         rank=rank,
@@ -381,14 +380,15 @@ def build_eval_batches(
     packing: bool,
     rank: int = 0,
     world_size: int = 1,
+    mode: str = "sft",
 ) -> list[Batch]:
     """Deterministic evaluation micro-batches for `rank`: rows in a fixed order, row j goes to rank j % world_size,
     so every sample is evaluated exactly once across ranks (a rank may get one batch fewer than another)."""
-    tok = tokenized_split(data_cfg, template_cfg, tokenizer, split, seq_length)
+    tok = tokenized_split(data_cfg, template_cfg, tokenizer, split, seq_length, mode)
     if len(tok) == 0:
         return []
     builder = RowBuilder(
-        tok, seq_length=seq_length, layout=_layout(packing, data_cfg.mode), pad_id=_pad_id(tokenizer), pack_window=None
+        tok, seq_length=seq_length, layout=_layout(packing, mode), pad_id=_pad_id(tokenizer), pack_window=None
     )
     order = np.arange(len(tok), dtype=np.int64)
     cum = np.concatenate([[0], np.cumsum(tok.lengths)]).astype(np.int64)
@@ -413,7 +413,7 @@ class LengthReport:
 def pad_fractions(lengths: np.ndarray, seq_length: int, micro_batch_size: int, seed: int = 0) -> LengthReport:
     """Pad fraction of packed rows (BFD into seq_length, micro-batches of random rows, each as wide as its longest row
     rounded up to 8, as the stream does) and of padded micro-batches (random order, same width rule)."""
-    from .packing import padded_length
+    from mft_trainer.data.packing import padded_length
 
     lengths = np.asarray(lengths, dtype=np.int64)
     lengths = lengths[lengths <= seq_length]

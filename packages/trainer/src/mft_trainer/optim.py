@@ -1,7 +1,7 @@
-"""Learning-rate schedules defined in OPTIMIZER steps (pure maths plus a LambdaLR wrapper).
+"""The optimizer (AdamW over the trainable parameters) and the learning-rate schedule, defined in OPTIMIZER steps.
 
 MFTCoder computed its schedule in micro-steps and per-process steps, so under DeepSpeed/FSDP the warm-up lasted
-(world_size x grad_accum) times too long (REFERENCE.md §5). Here the schedule is a pure function of the optimizer
+(world_size x grad_accum) times too long (docs/reference.md §5). Here the schedule is a pure function of the optimizer
 step, and the loop steps the scheduler exactly once per optimizer step on every backend.
 
     lr(s) = base_lr * (s + 1) / warmup_steps                       for s < warmup_steps
@@ -16,9 +16,13 @@ and the last (s = total_steps - 1) is just above min_lr; p is clipped to [0, 1].
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from mft_trainer.config import TrainConfig
 
 ScheduleKind = Literal["linear", "cosine", "constant"]
 
@@ -73,3 +77,22 @@ def build_scheduler(
         ) / base_lr
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError("the model has no trainable parameters (check peft.method and peft.target_modules)")
+    opt = cfg.optimizer
+    # foreach=False: the same kernel on every backend, so 1-process and sharded runs are comparable bit for bit.
+    return torch.optim.AdamW(
+        params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, foreach=False
+    )
+
+
+def scheduler_for(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    sch = cfg.schedule
+    return build_scheduler(
+        optimizer, base_lr=cfg.optimizer.lr, total_steps=cfg.max_steps, warmup_steps=sch.warmup_steps,
+        min_lr=sch.min_lr, kind=sch.kind,
+    )

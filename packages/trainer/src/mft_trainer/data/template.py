@@ -1,6 +1,6 @@
 """Conversation template and loss mask: render once, tokenize once, supervise every assistant turn and its EOS.
 
-MFTCoder's template (REFERENCE.md §2), with the default markers::
+MFTCoder's template (docs/reference.md §2), with the default markers::
 
     <s>system\\n{system}\\n                 (optional, first only)
     <s>human\\n{question}\\n
@@ -11,7 +11,7 @@ The `<s>` is literal text. The whole conversation is rendered to one string and 
 (unlike MFTCoder, which tokenized each segment separately, so its training ids differed from inference ids); a token is
 supervised when its characters overlap a supervised span. `to_chat_template` writes the same template as Jinja, which
 is saved into the checkpoint's tokenizer, so `apply_chat_template(..., add_generation_prompt=True)` at inference
-produces exactly the training prefix (tested in tests/test_template.py).
+produces exactly the training prefix (tested in tests/data/test_template.py).
 
 `kind: tokenizer` uses the tokenizer's own `chat_template` instead: the supervised span of assistant turn i is what
 rendering messages[:i+1] adds beyond rendering messages[:i] with the generation prompt, minus trailing whitespace; it
@@ -25,30 +25,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from mft_trainer.config.template import TemplateConfig
 
 
 class TemplateError(ValueError):
     """A conversation or template that cannot be trained on; the message says why."""
-
-
-class TemplateConfig(BaseModel):
-    """The `template:` config section."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["mftcoder", "tokenizer"] = Field(
-        "mftcoder", description="mftcoder: MFTCoder's role template; tokenizer: the tokenizer's own chat_template"
-    )
-    system_prefix: str = "<s>system\n"
-    user_prefix: str = "<s>human\n"
-    assistant_prefix: str = "<s>bot\n"
-    turn_suffix: str = Field("\n", description="after every system/user/assistant content (before EOS)")
-    after_eos: str = Field("\n", description="text after the assistant's EOS, not supervised")
-    add_bos: bool = Field(False, description="start the conversation with the tokenizer's bos_token")
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,18 @@ Validated before any model is loaded; task names are checked against the dataset
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-LossMode = Literal[
-    "auto", "token", "sample", "task", "task_sample", "focal_sample", "focal_task", "self_paced", "coba"
-]
-_FOCAL = ("focal_sample", "focal_task")
-_WEIGHTED = ("task", "task_sample", "focal_sample", "focal_task", "self_paced", "coba")
+from mft_trainer.config.base import Section, reject_other_spellings
+from mft_trainer.loss.modes import BALANCED_MODES, FOCAL_MODES, LOSS_MODES, WEIGHTED_MODES
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+LossMode = Literal[LOSS_MODES]  # type: ignore[valid-type]  # the one list, in loss/modes.py
 
 
-class CoBaSettings(_Section):
+class CoBaSettings(Section):
     """CoBa (paper defaults): warm-up steps of uniform weights, slope window, DF temperature, update cadence."""
 
     warmup: int = Field(100, ge=0, description="optimizer steps of uniform weights before CoBa acts")
@@ -36,7 +31,7 @@ class CoBaSettings(_Section):
     update_every: int = Field(1, ge=1, description="optimizer steps between weight updates")
 
 
-class SelfPacedSettings(_Section):
+class SelfPacedSettings(Section):
     """MFTCoder v0.3 self-paced weights."""
 
     history: int = Field(100, ge=2, description="validation points in the slope window (H)")
@@ -44,10 +39,16 @@ class SelfPacedSettings(_Section):
     update_every: int = Field(1, ge=1, description="optimizer steps between weight updates")
 
 
-class ValidationSettings(_Section):
-    """Per-task validation over the whole validation split, and the balancers' held-out slice."""
+class ValidationSettings(Section):
+    """Per-task validation over the whole validation split, and the balancers' held-out slice.
 
-    every: int = Field(100, ge=1, description="optimizer steps between validations")
+    How often validation runs is the top-level `eval_every`.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        return reject_other_spellings(data, "loss.validation", {"every": "eval_every"})
     slice: Literal["separate", "valid"] = Field(
         "separate",
         description="separate: the balancer slice is removed from the early-stopping validation set; "
@@ -56,7 +57,7 @@ class ValidationSettings(_Section):
     slice_size: int = Field(16, ge=1, description="samples per task in the balancer slice (per rank)")
 
 
-class EarlyStoppingSettings(_Section):
+class EarlyStoppingSettings(Section):
     """Stop when the metric has not improved for ``patience`` validations (None: never stop, still track best)."""
 
     metric: str = Field("total", description="total (token mean), task_mean, or a task name")
@@ -64,7 +65,7 @@ class EarlyStoppingSettings(_Section):
     min_delta: float = Field(0.0, ge=0)
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     """``loss:``: how the per-token losses of one optimizer step are combined, and how task weights evolve."""
 
     mode: LossMode = Field("auto", description="auto = task for multi-task data, token for a single task")
@@ -78,13 +79,13 @@ class LossConfig(_Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> LossConfig:
-        if self.task_weights is not None and self.mode not in (*_WEIGHTED, "auto"):
+        if self.task_weights is not None and self.mode not in (*WEIGHTED_MODES, "auto"):
             raise ValueError(
-                f"loss.task_weights: mode {self.mode!r} ignores task weights; use one of {_WEIGHTED}"
+                f"loss.task_weights: mode {self.mode!r} ignores task weights; use one of {WEIGHTED_MODES}"
             )
-        if (self.alpha is not None or self.gamma != 0.0) and self.mode not in _FOCAL:
+        if (self.alpha is not None or self.gamma != 0.0) and self.mode not in FOCAL_MODES:
             raise ValueError(
-                f"loss.alpha / loss.gamma act only in the focal modes {_FOCAL}, not {self.mode!r}"
+                f"loss.alpha / loss.gamma act only in the focal modes {FOCAL_MODES}, not {self.mode!r}"
             )
         for key, mapping in (("task_weights", self.task_weights), ("alpha", self.alpha)):
             for name, value in (mapping or {}).items():
@@ -100,9 +101,9 @@ class LossConfig(_Section):
         return self.mode
 
     def combine_mode(self, num_tasks: int) -> str:
-        """The :func:`mft_trainer.losses.multitask_loss` mode: balancers combine task-balanced (``task``)."""
+        """The :func:`mft_trainer.loss.multitask.multitask_loss` mode: balancers combine task-balanced (``task``)."""
         mode = self.resolved_mode(num_tasks)
-        return "task" if mode in ("self_paced", "coba") else mode
+        return "task" if mode in BALANCED_MODES else mode
 
     def check_tasks(self, task_names: list[str]) -> None:
         """Fail, naming the key, when a task weight/alpha/metric names a task the dataset does not have."""

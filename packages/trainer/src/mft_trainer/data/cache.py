@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import PreparedDataset
-from .template import TemplateConfig
-from .tokenize import OUTCOMES, Unit, UnitResult, tokenize_unit
+from mft_trainer.config.template import TemplateConfig
+from mft_trainer.data.dataset import PreparedDataset
+from mft_trainer.data.tokenize import OUTCOMES, Unit, UnitResult, tokenize_unit
 
 CACHE_FORMAT = 1
 ROWS_PER_UNIT = 2000
@@ -139,7 +139,7 @@ def _load(path: Path, loaded_from_cache: bool, seconds: float) -> TokenizedSplit
 
 
 def _units(dataset: PreparedDataset, split: str) -> list[Unit]:
-    from .dataset import read_table
+    from mft_trainer.data.dataset import read_table
 
     units = []
     for task_id, task in enumerate(dataset.tasks):

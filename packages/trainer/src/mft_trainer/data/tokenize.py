@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .template import EncodedSample, TemplateConfig, TemplateError, encode_batch, encode_text_batch
+from mft_trainer.config.template import TemplateConfig
+from mft_trainer.data.template import EncodedSample, TemplateError, encode_batch, encode_text_batch
 
 OUTCOMES = (
     "kept",

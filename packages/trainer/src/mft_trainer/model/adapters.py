@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from mft_trainer.model_config import PeftSettings
+from mft_trainer.config.model import PeftSettings
 
 
 def lora_config(peft_cfg: PeftSettings) -> Any:

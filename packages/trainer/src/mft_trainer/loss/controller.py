@@ -28,12 +28,11 @@ import torch
 import torch.distributed as dist
 from rich.table import Table
 
-from mft_trainer.balancers import CoBaBalancer, SelfPacedBalancer
-from mft_trainer.early_stopping import EarlyStopping
-from mft_trainer.loss_config import LossConfig
-from mft_trainer.losses import StepLoss, StepLossResult
-from mft_trainer.plots import plot_task_curves
-from mft_trainer.validation import (
+from mft_trainer.config.loss import LossConfig
+from mft_trainer.loss.balancers import CoBaBalancer, SelfPacedBalancer
+from mft_trainer.loss.early_stopping import EarlyStopping
+from mft_trainer.loss.step import StepLoss, StepLossResult
+from mft_trainer.loss.validation import (
     BalancerSlice,
     Batch,
     TokenLossFn,
@@ -41,6 +40,7 @@ from mft_trainer.validation import (
     evaluate_per_task,
     split_validation,
 )
+from mft_trainer.plots import plot_task_curves
 
 
 @dataclass
@@ -73,12 +73,11 @@ class BalancingController:
         model: torch.nn.Module | None = None,
         process_group: dist.ProcessGroup | None = None,
         device: torch.device | None = None,
-        validate_every: int | None = None,
+        validate_every: int = 0,
     ) -> None:
         self.cfg = cfg
-        # Steps between validations: the trainer passes its one setting (TrainConfig.eval_every, 0 = only at the
-        # end of training); None falls back to loss.validation.every (standalone use of the controller).
-        self.validate_every = cfg.validation.every if validate_every is None else int(validate_every)
+        # Steps between validations: TrainConfig.eval_every (0 = only at the end of training).
+        self.validate_every = int(validate_every)
         self.task_names = list(task_names)
         cfg.check_tasks(self.task_names)
         self.num_tasks = K = len(self.task_names)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from mft_trainer.losses import IGNORE_INDEX
+from mft_trainer.data.packing import IGNORE_INDEX
 
 Batch = dict[str, torch.Tensor]
 TokenLossFn = Callable[[Batch], torch.Tensor | tuple[torch.Tensor, ...]]

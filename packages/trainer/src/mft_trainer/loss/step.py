@@ -1,33 +1,11 @@
-"""Multi-task losses formed over a whole optimizer step, not per micro-batch.
+"""The multi-task loss of one optimizer step, cut into micro-batches whose gradients add up exactly.
 
-Two entry points:
-
-* :func:`multitask_loss` -- the pure combination: given every supervised token of one optimizer step (1-D tensors),
-  return the step loss of a mode and the per-task token-mean losses. Users can call it directly.
-* :class:`StepLoss` -- the same loss cut into micro-batches for gradient accumulation and data parallelism. The loop
-  calls ``begin_step`` with all micro-batches of the step (only their targets/task ids/sample ids are read), then one
-  ``micro_loss`` per micro-batch, each followed by its own backward. Global denominators (token counts, sample counts,
-  tasks present, summed over all micro-batches of all ranks with ``torch.distributed.all_reduce``) are fixed in
-  ``begin_step``, so the SUM of the micro-batch losses over all micro-batches of all ranks equals
-  ``multitask_loss`` over the whole step, and so does the sum of their gradients.
-
-Notation (REFERENCE.md section 3): token ``t`` has loss ``l_t`` (cross-entropy, so its probability is
-``p_t = exp(-l_t)``), mask ``m_t`` (1 when supervised), task ``k(t)`` and sample ``s(t)``. Over the step:
-``n_k`` supervised tokens of task ``k``; ``n_s`` supervised tokens of sample ``s``; ``M_k`` samples of task ``k``;
-``N`` supervised tokens; ``S`` samples; ``K+`` the tasks present; ``w_k`` static (or balancer) task weights and
-``W = sum_{k in K+} w_k``. A *sample* is identified by its ``sample_ids`` value (unique in the tokenized split), so the
-segments of a packed row are separate samples and each is balanced under its own task::
-
-    one packed row (targets already shifted; t = a supervised target id)
-    segment_ids  1    1    1    1    1  |  2    2    2    2  |  0
-    task_ids     0    0    0    0    0  |  2    2    2    2  | -1
-    sample_ids   17   17   17   17   17 |  40   40   40   40 | -1
-    targets     -100 -100  t    t  -100 | -100  t    t  -100 | -100
-    -> task 0 gets 2 tokens of sample 17, task 2 gets 2 tokens of sample 40, from the same row
-
-MFTCoder normalised every balanced loss inside one micro-batch on one rank, over the tasks present in it: task
-weights did nothing when a micro-batch held one task, and every micro-batch counted equally whatever its size. Here
-nothing depends on how the step is split.
+The loop calls ``begin_step`` with all micro-batches of the step (only their targets, task ids and sample ids are
+read), then one ``micro_loss`` per micro-batch, each followed by its own backward. Global denominators (token
+counts, sample counts, tasks present, summed over all micro-batches of all ranks with
+``torch.distributed.all_reduce``) are fixed in ``begin_step``, so the SUM of the micro-batch losses over all
+micro-batches of all ranks equals :func:`mft_trainer.loss.multitask.multitask_loss` over the whole step, and so does
+the sum of their gradients. Notation: :mod:`mft_trainer.loss.multitask`.
 """
 
 from __future__ import annotations
@@ -35,190 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.distributed as dist
 
-IGNORE_INDEX = -100
-
-CombineMode = Literal["token", "sample", "task", "task_sample", "focal_sample", "focal_task"]
-COMBINE_MODES: tuple[str, ...] = ("token", "sample", "task", "task_sample", "focal_sample", "focal_task")
-_TASK_MODES = ("task", "task_sample", "focal_sample", "focal_task")
-_SAMPLE_MODES = ("sample", "task_sample", "focal_sample", "focal_task")
-# (1 - p)^gamma has an infinite derivative at p = 1 when gamma < 1; this floor keeps it finite and changes the value
-# by less than float32 resolution.
-_FOCAL_FLOOR = 1e-12
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in COMBINE_MODES:
-        raise ValueError(f"loss mode {mode!r} is not one of {', '.join(COMBINE_MODES)}")
-
-
-def _task_vector(
-    values: torch.Tensor | Sequence[float] | None, num_tasks: int, name: str, device: torch.device
-) -> torch.Tensor:
-    """A float64 vector of one value per task (ones when ``values`` is None), validated."""
-    if values is None:
-        return torch.ones(num_tasks, dtype=torch.float64, device=device)
-    vec = torch.as_tensor(values, dtype=torch.float64).detach().to(device).reshape(-1)
-    if vec.numel() != num_tasks:
-        raise ValueError(f"{name} has {vec.numel()} values, expected one per task ({num_tasks})")
-    if not torch.isfinite(vec).all() or (vec < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {vec.tolist()}")
-    return vec
-
-
-def focal_token_loss(token_loss: torch.Tensor, alpha_per_token: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-token focal loss ``-alpha (1 - p)^gamma log p = alpha (1 - exp(-l))^gamma l`` (paper Eq. 2's summand)."""
-    if gamma == 0.0:
-        return alpha_per_token * token_loss
-    one_minus_p = (-torch.expm1(-token_loss)).clamp_min(_FOCAL_FLOOR)
-    return alpha_per_token * one_minus_p.pow(gamma) * token_loss
-
-
-def focal_task_terms(prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Paper Eq. 3's per-task term ``-alpha_k (1 - P_k)^gamma log P_k`` for task mean probabilities ``P_k``."""
-    prob = prob.clamp(min=_FOCAL_FLOOR, max=1.0)
-    term = -alpha * torch.log(prob)
-    if gamma != 0.0:
-        term = term * (1.0 - prob).clamp_min(_FOCAL_FLOOR).pow(gamma)
-    return term
-
-
-def focal_task_grad(prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> torch.Tensor:
-    """d/dP of :func:`focal_task_terms`: ``-alpha [(1-P)^g / P - g (1-P)^(g-1) log P]``."""
-    prob = prob.clamp(min=_FOCAL_FLOOR, max=1.0)
-    grad = (1.0 / prob).clone()
-    if gamma != 0.0:
-        one_minus = (1.0 - prob).clamp_min(_FOCAL_FLOOR)
-        grad = one_minus.pow(gamma) / prob - gamma * one_minus.pow(gamma - 1.0) * torch.log(prob)
-    return -alpha * grad
-
-
-def multitask_loss(
-    token_loss: torch.Tensor,
-    mask: torch.Tensor,
-    task_ids: torch.Tensor,
-    sample_ids: torch.Tensor,
-    mode: str,
-    num_tasks: int,
-    task_weights: torch.Tensor | Sequence[float] | None = None,
-    alpha: torch.Tensor | Sequence[float] | None = None,
-    gamma: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Combine the per-token losses of one whole optimizer step into its multi-task loss.
-
-    Args:
-        token_loss: 1-D float, per-token cross-entropy ``l_t`` (``p_t = exp(-l_t)``), with gradient.
-        mask: 1-D, nonzero where the token is supervised.
-        task_ids: 1-D int, task index per token (``-1`` on padding).
-        sample_ids: 1-D int, global sample index per token (``-1`` on padding).
-        mode: one of ``token``, ``sample``, ``task``, ``task_sample``, ``focal_sample``, ``focal_task``.
-        num_tasks: ``K``, the number of tasks of the dataset.
-        task_weights: 1-D, ``w_k`` per task (ones if None); used by the task-balanced modes only.
-        alpha: 1-D, focal ``alpha_k`` per task (ones if None); focal modes only.
-        gamma: focal exponent (focal modes only; 0 makes ``focal_sample`` equal to ``task_sample``).
-
-    Returns:
-        ``(loss, per_task)``: ``loss`` a scalar with gradient; ``per_task`` a detached float ``[K]`` of each task's
-        token-mean loss ``sum_{t in k} l_t / n_k`` (NaN for a task absent from the step).
-
-    The modes (sums run over supervised tokens only; ``K+``, ``W`` as in the module docstring)::
-
-        token         L = (1/N) sum_t l_t
-        sample        L = (1/S) sum_s (1/n_s) sum_{t in s} l_t
-        task          L = sum_{k in K+} (w_k/W) (1/n_k) sum_{t in k} l_t                      (MFTCoder Eq. 1)
-        task_sample   L = sum_{k in K+} (w_k/W) (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} l_t
-        focal_sample  L = sum_{k in K+} (w_k/W) (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} alpha_k (1-p_t)^gamma l_t
-                                                                                              (paper Eq. 2)
-        focal_task    P_k = (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} p_t
-                      L = sum_{k in K+} (w_k/W) [-alpha_k (1-P_k)^gamma log P_k]              (paper Eq. 3)
-
-    With ``w_k = 1`` the factor ``w_k/W`` is the papers' ``1/N`` over the tasks present. A step with no supervised
-    token gives a zero loss that still carries the graph.
-    """
-    _check_mode(mode)
-    if not (token_loss.dim() == mask.dim() == task_ids.dim() == sample_ids.dim() == 1):
-        raise ValueError(
-            "multitask_loss takes 1-D tensors over every token of the step; flatten [B, L] first"
-        )
-    if not (token_loss.shape == mask.shape == task_ids.shape == sample_ids.shape):
-        raise ValueError(
-            f"shape mismatch: token_loss {tuple(token_loss.shape)}, mask {tuple(mask.shape)}, "
-            f"task_ids {tuple(task_ids.shape)}, sample_ids {tuple(sample_ids.shape)}"
-        )
-    device = token_loss.device
-    weights = _task_vector(task_weights, num_tasks, "task_weights", device)
-    alphas = _task_vector(alpha, num_tasks, "alpha", device)
-    if mode not in _TASK_MODES and task_weights is not None:
-        raise ValueError(
-            f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in mode {mode!r}"
-        )
-
-    supervised = mask.bool()
-    tasks = task_ids[supervised].long()
-    if tasks.numel() and (tasks.min() < 0 or tasks.max() >= num_tasks):
-        raise ValueError(
-            f"supervised tokens must have task ids in [0, {num_tasks}), got {tasks.unique().tolist()}"
-        )
-    losses = token_loss[supervised]
-    acc_dtype = torch.float64 if token_loss.dtype == torch.float64 else torch.float32
-    n_task = torch.bincount(tasks, minlength=num_tasks).to(acc_dtype)
-    sum_task = torch.zeros(num_tasks, dtype=acc_dtype, device=device).index_add(
-        0, tasks, losses.detach().to(acc_dtype)
-    )
-    per_task = torch.where(n_task > 0, sum_task / n_task.clamp_min(1), torch.full_like(sum_task, math.nan))
-
-    if losses.numel() == 0:
-        return token_loss.sum() * 0.0, per_task
-    if mode == "token":
-        return losses.sum() / losses.numel(), per_task
-
-    present = n_task > 0
-    task_share = torch.where(present, weights, torch.zeros_like(weights)).to(acc_dtype)
-    if mode in _TASK_MODES:
-        if task_share.sum() <= 0:
-            raise ValueError("task weights of the tasks present in the step sum to 0")
-        task_share = task_share / task_share.sum()
-
-    if mode == "task":
-        task_means = sum_task.new_zeros(num_tasks).index_add(
-            0, tasks, losses.to(acc_dtype)
-        ) / n_task.clamp_min(1)
-        return (task_share * task_means).sum().to(token_loss.dtype), per_task
-
-    # Sample-level modes: a sample is a distinct sample id.
-    _, inverse = torch.unique(sample_ids[supervised], return_inverse=True)
-    num_samples = int(inverse.max()) + 1
-    n_sample = torch.bincount(inverse, minlength=num_samples).to(acc_dtype)
-    sample_task = torch.zeros(num_samples, dtype=torch.long, device=device).scatter(0, inverse, tasks)
-    if mode == "focal_task":
-        values = torch.exp(-losses)
-    elif mode == "focal_sample":
-        values = focal_token_loss(losses, alphas.to(losses.dtype)[tasks], gamma)
-    else:
-        values = losses
-    sample_means = (
-        values.new_zeros(num_samples, dtype=acc_dtype).index_add(0, inverse, values.to(acc_dtype)) / n_sample
-    )
-    if mode == "sample":
-        return sample_means.mean().to(token_loss.dtype), per_task
-
-    m_task = torch.bincount(sample_task, minlength=num_tasks).to(acc_dtype)
-    task_means = sample_means.new_zeros(num_tasks).index_add(0, sample_task, sample_means) / m_task.clamp_min(
-        1
-    )
-    if mode == "focal_task":
-        terms = focal_task_terms(task_means, alphas.to(acc_dtype), gamma)
-        terms = torch.where(present, terms, torch.zeros_like(terms))
-        return (task_share * terms).sum().to(token_loss.dtype), per_task
-    return (task_share * task_means).sum().to(token_loss.dtype), per_task
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Micro-batch form
+from mft_trainer.data.packing import IGNORE_INDEX
+from mft_trainer.distributed import is_distributed
+from mft_trainer.loss.modes import SAMPLE_MODES, TASK_MODES, check_combine_mode
+from mft_trainer.loss.multitask import focal_task_grad, focal_task_terms, focal_token_loss, task_vector
 
 
 @dataclass
@@ -238,13 +40,9 @@ class StepLossResult:
     tokens: int
 
 
-def _is_distributed(group: dist.ProcessGroup | None) -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
-
-
 def _comm_device(group: dist.ProcessGroup | None, fallback: torch.device) -> torch.device:
     """NCCL reduces CUDA tensors only; every other backend (gloo) reduces CPU tensors."""
-    if _is_distributed(group) and dist.get_backend(group) == "nccl":
+    if is_distributed(group) and dist.get_backend(group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return fallback if fallback.type == "cpu" else torch.device("cpu")
 
@@ -296,20 +94,20 @@ class StepLoss:
         gamma: float = 0.0,
         process_group: dist.ProcessGroup | None = None,
     ) -> None:
-        _check_mode(mode)
+        check_combine_mode(mode)
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        if mode not in _TASK_MODES and task_weights is not None:
+        if mode not in TASK_MODES and task_weights is not None:
             raise ValueError(
-                f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in mode {mode!r}"
+                f"task_weights act only in the task-balanced modes {TASK_MODES}, not in mode {mode!r}"
             )
         self.mode = mode
         self.num_tasks = num_tasks
         self.gamma = float(gamma)
         self.process_group = process_group
         self._cpu = torch.device("cpu")
-        self.task_weights = _task_vector(task_weights, num_tasks, "task_weights", self._cpu)
-        self.alpha = _task_vector(alpha, num_tasks, "alpha", self._cpu)
+        self.task_weights = task_vector(task_weights, num_tasks, "task_weights", self._cpu)
+        self.alpha = task_vector(alpha, num_tasks, "alpha", self._cpu)
         self._in_step = False
 
     # ---- configuration between steps -------------------------------------------------------------------------------
@@ -317,11 +115,11 @@ class StepLoss:
         """Replace the task weights (a balancer calls this between optimizer steps)."""
         if self._in_step:
             raise RuntimeError("task weights cannot change inside an optimizer step")
-        if self.mode not in _TASK_MODES and task_weights is not None:
+        if self.mode not in TASK_MODES and task_weights is not None:
             raise ValueError(
-                f"task_weights act only in the task-balanced modes {_TASK_MODES}, not in {self.mode!r}"
+                f"task_weights act only in the task-balanced modes {TASK_MODES}, not in {self.mode!r}"
             )
-        self.task_weights = _task_vector(task_weights, self.num_tasks, "task_weights", self._cpu)
+        self.task_weights = task_vector(task_weights, self.num_tasks, "task_weights", self._cpu)
 
     @property
     def needs_probe(self) -> bool:
@@ -355,14 +153,14 @@ class StepLoss:
         counts = torch.zeros(1 + K, dtype=torch.float64, device=comm)
         counts[0] = tasks.numel()
         counts[1:] = torch.bincount(tasks[in_range], minlength=K).to(torch.float64)
-        if _is_distributed(self.process_group):
+        if is_distributed(self.process_group):
             dist.all_reduce(counts, group=self.process_group)
         self._tokens = counts[0].item()
         n_task = counts[1:].cpu()
         self._n_task = n_task
 
         weights = torch.where(n_task > 0, self.task_weights, torch.zeros_like(self.task_weights))
-        if self.mode in _TASK_MODES and self._tokens > 0:
+        if self.mode in TASK_MODES and self._tokens > 0:
             if weights.sum() <= 0:
                 raise ValueError("task weights of the tasks present in the step sum to 0")
             weights = weights / weights.sum()
@@ -370,7 +168,7 @@ class StepLoss:
 
         self._sample_ids = None
         self._m_task = torch.zeros(K, dtype=torch.float64)
-        if self.mode in _SAMPLE_MODES:
+        if self.mode in SAMPLE_MODES:
             ids, n_sample, sample_task = self._global_sample_table(samples, tasks, comm)
             self._sample_ids = ids  # sorted, CPU
             self._n_sample = n_sample
@@ -419,7 +217,7 @@ class StepLoss:
             if ids.numel()
             else torch.zeros(0, 3, dtype=torch.long, device=comm)
         )
-        if _is_distributed(self.process_group):
+        if is_distributed(self.process_group):
             # Ranks hold different numbers of samples: gather sizes, pad to the largest, gather, merge by id.
             world = dist.get_world_size(self.process_group)
             size = torch.tensor([table.shape[0]], dtype=torch.long, device=comm)
@@ -493,7 +291,7 @@ class StepLoss:
             raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
         prob = torch.zeros(self.num_tasks, dtype=torch.float64) if self._prob is None else self._prob
         prob = prob.to(self._comm)
-        if _is_distributed(self.process_group):
+        if is_distributed(self.process_group):
             dist.all_reduce(prob, group=self.process_group)
         prob = prob.cpu()
         present = self._n_task > 0
@@ -545,7 +343,7 @@ class StepLoss:
             packed = torch.zeros(1 + K, dtype=torch.float64, device=self._comm)
         else:
             packed = torch.cat([self._value, self._sum_task]).to(self._comm)
-        if _is_distributed(self.process_group):
+        if is_distributed(self.process_group):
             dist.all_reduce(packed, group=self.process_group)
         packed = packed.cpu()
         sum_task = packed[1:]
@@ -554,7 +352,7 @@ class StepLoss:
             sum_task / self._n_task.clamp_min(1),
             torch.full((K,), math.nan, dtype=torch.float64),
         )
-        if self.mode in _TASK_MODES:
+        if self.mode in TASK_MODES:
             applied = self._share.clone()
         elif self.mode == "token":
             applied = self._n_task / max(self._tokens, 1.0)

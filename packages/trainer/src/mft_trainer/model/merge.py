@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mft_trainer.modeling import BASE_MODEL_SUBDIR, save_pretrained_with_template
+from mft_trainer.model.save import BASE_MODEL_SUBDIR, save_pretrained_with_template
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # Files of Contract 2 that describe the run rather than the weights; carried over unchanged.

@@ -96,10 +96,11 @@ def inspect_report(
     n: int = 2,
     color: bool = False,
     seed: int = 0,
+    mode: str = "sft",
 ) -> str:
     """Everything `mft-train inspect` prints: n rendered samples (of `task`, else of every task), the outcome counts,
     and the layout of the first training micro-batch with its pad fraction."""
-    from .data import build_train_stream
+    from mft_trainer.data.stream import build_train_stream
 
     stream = build_train_stream(
         data_cfg,
@@ -112,6 +113,7 @@ def inspect_report(
         rank=0,
         world_size=1,
         seed=seed,
+        mode=mode,
     )
     split = stream.split
     if task is not None and task not in split.tasks:
@@ -132,7 +134,7 @@ def inspect_report(
     out.append(render_batch_layout(batch, split.tasks))
     out.append(render_row_strip(batch))
     if stream.layout != "pretrain":
-        from .data import pad_fractions
+        from mft_trainer.data.stream import pad_fractions
 
         rep = pad_fractions(np.asarray(split.lengths), seq_length, micro_batch_size, seed=seed)
         out.append(
@@ -144,7 +146,7 @@ def inspect_report(
 
 def inspect(cfg: Any, *, task: str | None = None, n: int = 2, console: Any = None, plain: bool = False) -> str:
     """`mft-train inspect`: load the tokenizer of a TrainConfig, build the report, print it on `console` (rich)."""
-    from .modeling import load_tokenizer
+    from mft_trainer.model.build import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     text = inspect_report(
@@ -158,6 +160,7 @@ def inspect(cfg: Any, *, task: str | None = None, n: int = 2, console: Any = Non
         n=n,
         color=not plain,
         seed=cfg.seed,
+        mode=cfg.mode,
     )
     if console is not None:
         from rich.text import Text

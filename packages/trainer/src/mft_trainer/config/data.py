@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
+
+from mft_trainer.config.base import Section, reject_other_spellings
 
 
 def default_cache_dir() -> Path:
@@ -15,10 +17,13 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mft_trainer" / "tokenized"
 
 
-class DataConfig(BaseModel):
-    """Data options. Packing, seq_length and batch sizes are top-level training keys, passed to the stream."""
+class DataConfig(Section):
+    """Data options. Packing, seq_length, batch sizes and `mode` are top-level training keys, passed to the stream."""
 
-    model_config = ConfigDict(extra="forbid")
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        return reject_other_spellings(data, "data", {"mode": "mode"})
 
     path: Path = Field(description="a prepared dataset directory (Contract 1)")
     task_sampling: Literal["proportional", "uniform", "temperature"] | dict[str, float] = Field(
@@ -34,9 +39,6 @@ class DataConfig(BaseModel):
         "drop",
         description="samples longer than seq_length: drop, or truncate (after the last whole round that fits, else "
         "at seq_length keeping the assistant start; an answer whose EOS is cut is counted as eos_cut)",
-    )
-    mode: Literal["sft", "pretrain"] = Field(
-        "sft", description="sft: one sample per segment (packed or padded); pretrain: concatenate with EOS and chunk"
     )
     pack_window: int | None = Field(
         None, gt=0, description="bin-pack the epoch in windows of this many samples (default: the whole epoch)"

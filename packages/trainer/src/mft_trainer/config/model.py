@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mft_trainer.config.base import Section
+
 # Names people use for a family, mapped to the transformers `model_type` whose config class builds it.
 # CodeLlama and DeepSeek-Coder are Llama-shaped (LlamaForCausalLM); StarCoder (1) is GPTBigCode.
 ARCHITECTURE_ALIASES: dict[str, str] = {
@@ -93,10 +95,9 @@ class ModelInit(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Section):
     """The `model:` section."""
 
-    model_config = ConfigDict(extra="forbid")
 
     path: str | None = Field(default=None, description="Any AutoModelForCausalLM directory (or hub id).")
     init: ModelInit | None = Field(default=None, description="Build a fresh model from a config class instead.")
@@ -142,10 +143,9 @@ class ModelConfig(BaseModel):
 _LORA_ONLY_KEYS = ("r", "alpha", "dropout", "target_modules", "target_parameters")
 
 
-class PeftSettings(BaseModel):
+class PeftSettings(Section):
     """The `peft:` section: lora, qlora (NF4 base + LoRA) or full fine-tuning."""
 
-    model_config = ConfigDict(extra="forbid")
 
     method: Literal["lora", "qlora", "full"] = "lora"
     r: int = Field(default=16, ge=1)
