@@ -1,4 +1,13 @@
-"""Write to a temporary name, then rename: a crash never leaves an output that looks complete."""
+"""Write to a temporary name, then rename: a crash never leaves an output that looks complete.
+
+    with atomic_path(out / "plot.png") as tmp:   fig.savefig(tmp)            # file: os.replace on success
+    write_json(out / "mft_train.json", record)                                # text/JSON in one call
+    with atomic_directory(out / "final") as tmp: model.save_pretrained(tmp)  # directory: replaces `final`
+
+On an exception the temporary file or directory is removed and the destination is left as it was. Two writers
+that may race for one destination (ranks building one cache entry) need first-writer-wins instead, which
+`data/cache.py` does itself.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +21,36 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary sibling renamed into place (atomic on POSIX)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` (same suffix); on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
-def write_json(path: Path, data: Any, **kwargs: Any) -> Path:
-    """`write_text` of `json.dumps(data, indent=2, sort_keys=True, default=str)` (kwargs override those)."""
-    options = {"indent": 2, "sort_keys": True, "default": str, **kwargs}
-    return write_text(path, json.dumps(data, **options) + "\n")
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically and return `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented, key-sorted JSON (non-JSON values as strings) to `path` atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 @contextmanager
-def atomic_directory(out_dir: Path) -> Iterator[Path]:
+def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `out_dir`, on error it is removed."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

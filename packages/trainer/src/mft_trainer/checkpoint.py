@@ -1,4 +1,7 @@
-"""Resumable checkpoints (`output_dir/checkpoints/step-N/`) and the final model (`output_dir/final/`, Contract 2).
+"""Everything that writes or restores a checkpoint: `checkpoints/step-N/`, `best/`, `final/` and `mft_train.json`.
+
+`final/` and `best/` are Contract 2 directories (model or adapter, tokenizer with the training chat template,
+`mft_train.json`), each replaced atomically. Resumable checkpoints:
 
 A checkpoint is written under a temporary name (`checkpoints/.tmp-step-N`) and renamed to `step-N` only when every
 rank has finished writing, so a crash never leaves a `step-N` that looks complete; `resume: auto` picks the highest
@@ -19,13 +22,23 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from mft_trainer.atomic import atomic_directory, write_json
+from mft_trainer.config import TrainConfig
+from mft_trainer.distributed import Backend, DistEnv, barrier
+from mft_trainer.model.save import save_pretrained_with_template
+
+if TYPE_CHECKING:
+    from mft_trainer.loss.controller import StepReport
+
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+BEST = "best"  # output_dir/best/: the model at the best validation metric (Contract 2 layout, like final/)
+TRAIN_RECORD = "mft_train.json"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-"
 
@@ -98,7 +111,7 @@ def read_rank_state(ckpt: Path, rank: int) -> dict[str, Any]:
 
 
 def write_meta(tmp: Path, meta: dict[str, Any]) -> None:
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    write_json(tmp / "meta.json", meta)
 
 
 def read_meta(ckpt: Path) -> dict[str, Any]:
@@ -128,8 +141,90 @@ def resolve_resume(resume: str | Path, output_dir: Path) -> Path | None:
     return path
 
 
-def write_train_record(final_dir: Path, record: dict[str, Any]) -> None:
-    """`mft_train.json` beside the final model (Contract 2), written to a temp name then renamed."""
-    tmp = final_dir / "mft_train.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.rename(final_dir / "mft_train.json")
+def finite_or_none(value: float) -> float | None:
+    """NaN (a task absent from a step, no best yet) as None, for strict JSON."""
+    return None if value != value else float(value)
+
+
+def save_checkpoint(
+    cfg: TrainConfig, backend: Backend, stream: Any, tokenizer: Any, env: DistEnv, step: int,
+    balancer_state: dict[str, Any],
+) -> Path:
+    """Write checkpoints/step-N atomically (temp dir, then rename once every rank is done)."""
+    output_dir = Path(cfg.output_dir)
+    tmp = temp_dir_for(output_dir, step)
+    if env.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier(env)
+    states = backend.state_dicts()  # collective: gathers full tensors to rank 0
+    backend.save_native(tmp / "deepspeed")  # collective for DeepSpeed, nothing for torch backends
+    with backend.gathered_model() as full:
+        if env.is_main:
+            save_pretrained_with_template(full, tokenizer, cfg.template, tmp / "model")
+    if env.is_main and states:
+        torch.save(states, tmp / "trainer_state.pt")
+    write_rank_state(tmp, env.rank, stream.state_dict())
+    barrier(env)
+    final = checkpoint_dir(output_dir, step)
+    if env.is_main:
+        write_meta(tmp, {
+            "step": step, "world_size": env.world_size, "backend": env.backend,
+            "balancer_state": balancer_state, "config": cfg.to_yaml_dict(),
+        })
+        publish(output_dir, step, cfg.keep_last)
+    barrier(env)
+    return final
+
+
+def restore(path: Path, backend: Backend, stream: Any, env: DistEnv) -> tuple[int, dict[str, Any]]:
+    meta = read_meta(path)
+    if meta["world_size"] != env.world_size or meta["backend"] != env.backend:
+        raise RuntimeError(
+            f"resume: {path} was written by {meta['world_size']} process(es) with backend {meta['backend']!r}; "
+            f"this run has {env.world_size} with {env.backend!r}. Resume with the same launch, or resume: never."
+        )
+    if env.backend == "deepspeed":
+        backend.load_native(path / "deepspeed")
+    else:
+        # Every rank reads the full state (a shared filesystem, as for writing) and keeps its own shard of it.
+        states = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        backend.load_state_dicts(states)
+    rank_state = read_rank_state(path, env.rank)
+    stream.load_state_dict(rank_state["data"])
+    set_rng_state(rank_state["rng"])
+    barrier(env)
+    return int(meta["step"]), dict(meta.get("balancer_state") or {})
+
+
+def save_best(
+    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, report: StepReport, record_base: dict[str, Any]
+) -> None:
+    """`output_dir/best/`: the model at the best validation metric so far (Contract 2, replaced atomically).
+
+    Collective (the model is gathered on sharded backends): every rank calls it, at the same steps, since the
+    decision comes from all-reduced validation losses.
+    """
+    m = report.metrics
+    record = {
+        **record_base,
+        "step": report.step,
+        "valid_metric": {"name": cfg.loss.early_stopping.metric, "value": finite_or_none(m["valid_metric"])},
+        "valid_loss_per_task": {t: finite_or_none(m[f"valid_loss/{t}"]) for t in record_base["tasks"]},
+    }
+    save_final(backend, tokenizer, cfg, env, Path(cfg.output_dir) / BEST, record)
+
+
+def save_final(
+    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, final_dir: Path, record: dict[str, Any]
+) -> None:
+    """`output_dir/final/` (Contract 2): model or adapter, tokenizer with chat template, mft_train.json; replaced
+    atomically. Collective like `save_best`."""
+    with backend.gathered_model() as full:
+        if env.is_main:
+            with atomic_directory(final_dir) as tmp:
+                save_pretrained_with_template(full, tokenizer, cfg.template, tmp)
+                write_json(tmp / TRAIN_RECORD, record)
+    barrier(env)
+

@@ -31,7 +31,6 @@ spelling of it) and at the end, on the `valid` split minus the balancer slice wh
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import torch
 from rich.console import Console
 
 from mft_trainer import checkpoint as ckpt
+from mft_trainer.checkpoint import finite_or_none
 from mft_trainer.config import TrainConfig
 from mft_trainer.data import stream as data_mod
 from mft_trainer.data.dataset import open_prepared
@@ -53,13 +53,12 @@ from mft_trainer.distributed import (
     init_distributed,
     wrap_model,
 )
-from mft_trainer.loss.controller import BalancingController, StepReport
+from mft_trainer.loss.controller import BalancingController
 from mft_trainer.loss.step import StepLoss
 from mft_trainer.metrics_log import MetricsLogger
-from mft_trainer.model import build, forward, save, unwrap
+from mft_trainer.model import build, forward, unwrap
 
 Batch = dict[str, torch.Tensor]
-BEST = "best"  # output_dir/best/: the model at the best validation metric (Contract 2 layout, like final/)
 
 
 def seed_everything(seed: int) -> None:
@@ -132,7 +131,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     start_step = 0
     seed_everything(cfg.seed + 1000 * env.rank)  # dropout differs across ranks, reproducibly
     if resume_from is not None:
-        start_step, balancer_state = _restore(Path(resume_from), backend, stream, env)
+        start_step, balancer_state = ckpt.restore(Path(resume_from), backend, stream, env)
         if balancer_state:
             ctl.load_state_dict(balancer_state)
         elif ctl.balancer is not None:
@@ -197,7 +196,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         logger.advance(done, result.loss, metrics["tokens_per_s"], _train_detail(tasks, report.metrics) + last_valid)
 
         if report.is_best:
-            save_best(backend, tokenizer, cfg, env, report, record_base)
+            ckpt.save_best(backend, tokenizer, cfg, env, report, record_base)
         if report.should_stop:
             stopped_early = True
             step = done
@@ -208,7 +207,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
 
         # ---- checkpoint ------------------------------------------------------------------------------------------
         if (cfg.save_every and done % cfg.save_every == 0) or (done == last_stop and done < cfg.max_steps):
-            save_checkpoint(cfg, backend, stream, tokenizer, env, done, ctl.state_dict())
+            ckpt.save_checkpoint(cfg, backend, stream, tokenizer, env, done, ctl.state_dict())
         step = done
 
     # ---- final model and clean-up ----------------------------------------------------------------------------------
@@ -218,8 +217,8 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         if end.validated:
             logger.log(step, _clean(end.metrics))
             if end.is_best:
-                save_best(backend, tokenizer, cfg, env, end, record_base)
-        valid = {t: _finite(v) for t, v in zip(tasks, _last_valid(ctl), strict=True)}
+                ckpt.save_best(backend, tokenizer, cfg, env, end, record_base)
+        valid = {t: finite_or_none(v) for t, v in zip(tasks, _last_valid(ctl), strict=True)}
         rows = ctl.summary_rows()
         record = {
             **record_base,
@@ -227,16 +226,16 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
             "stopped_early": stopped_early,
             "valid_loss_per_task": valid,
             "valid_metric": {"name": cfg.loss.early_stopping.metric,
-                             "best_value": _finite(ctl.early_stopping.best_value),
+                             "best_value": finite_or_none(ctl.early_stopping.best_value),
                              "best_step": ctl.early_stopping.best_step},
-            "task_summary": {r["task"]: {k: (_finite(v) if isinstance(v, float) else v) for k, v in r.items()
+            "task_summary": {r["task"]: {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in r.items()
                                          if k != "task"} for r in rows},
             "balancer_seconds": ctl.slice.seconds if ctl.slice is not None else 0.0,
             "validation_seconds": ctl.validation_seconds,
             "last_train_loss": result.loss if result is not None else None,
             "data_stats": stream.stats.as_dict(),
         }
-        save_final(backend, tokenizer, cfg, env, final_dir, record)
+        ckpt.save_final(backend, tokenizer, cfg, env, final_dir, record)
         if env.is_main:
             logger.close()
             Console().print(ctl.summary_table())
@@ -247,7 +246,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
 
 def _clean(metrics: dict[str, float]) -> dict[str, float | None]:
     """The controller's flat metrics with NaN (a task absent from a step, no best yet) as null for strict JSON."""
-    return {k: _finite(v) for k, v in metrics.items()}
+    return {k: finite_or_none(v) for k, v in metrics.items()}
 
 
 def _last_valid(ctl: BalancingController) -> list[float]:
@@ -296,10 +295,6 @@ def forward_backward(
     return sum(aux_values) / len(aux_values) if aux_values else None
 
 
-def _finite(value: float) -> float | None:
-    return None if value != value else float(value)
-
-
 def _global_counts(micro: list[Batch], env: DistEnv) -> dict[str, int]:
     """Non-pad tokens and row slots of this optimizer step over all ranks (for tokens/s and the pad fraction)."""
     local = torch.tensor(
@@ -310,91 +305,3 @@ def _global_counts(micro: list[Batch], env: DistEnv) -> dict[str, int]:
         torch.distributed.all_reduce(local)
     tokens, slots = local.tolist()
     return {"tokens": tokens, "slots": slots, "pad": slots - tokens}
-
-
-def save_checkpoint(
-    cfg: TrainConfig, backend: Backend, stream: Any, tokenizer: Any, env: DistEnv, step: int,
-    balancer_state: dict[str, Any],
-) -> Path:
-    """Write checkpoints/step-N atomically (temp dir, then rename once every rank is done)."""
-    output_dir = Path(cfg.output_dir)
-    tmp = ckpt.temp_dir_for(output_dir, step)
-    if env.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    barrier(env)
-    states = backend.state_dicts()  # collective: gathers full tensors to rank 0
-    backend.save_native(tmp / "deepspeed")  # collective for DeepSpeed, nothing for torch backends
-    with backend.gathered_model() as full:
-        if env.is_main:
-            save.save_pretrained_with_template(full, tokenizer, cfg.template, tmp / "model")
-    if env.is_main and states:
-        torch.save(states, tmp / "trainer_state.pt")
-    ckpt.write_rank_state(tmp, env.rank, stream.state_dict())
-    barrier(env)
-    final = ckpt.checkpoint_dir(output_dir, step)
-    if env.is_main:
-        ckpt.write_meta(tmp, {
-            "step": step, "world_size": env.world_size, "backend": env.backend,
-            "balancer_state": balancer_state, "config": cfg.to_yaml_dict(),
-        })
-        ckpt.publish(output_dir, step, cfg.keep_last)
-    barrier(env)
-    return final
-
-
-def _restore(path: Path, backend: Backend, stream: Any, env: DistEnv) -> tuple[int, dict[str, Any]]:
-    meta = ckpt.read_meta(path)
-    if meta["world_size"] != env.world_size or meta["backend"] != env.backend:
-        raise RuntimeError(
-            f"resume: {path} was written by {meta['world_size']} process(es) with backend {meta['backend']!r}; "
-            f"this run has {env.world_size} with {env.backend!r}. Resume with the same launch, or resume: never."
-        )
-    if env.backend == "deepspeed":
-        backend.load_native(path / "deepspeed")
-    else:
-        # Every rank reads the full state (a shared filesystem, as for writing) and keeps its own shard of it.
-        states = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
-        backend.load_state_dicts(states)
-    rank_state = ckpt.read_rank_state(path, env.rank)
-    stream.load_state_dict(rank_state["data"])
-    ckpt.set_rng_state(rank_state["rng"])
-    barrier(env)
-    return int(meta["step"]), dict(meta.get("balancer_state") or {})
-
-
-def save_best(
-    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, report: StepReport, record_base: dict[str, Any]
-) -> None:
-    """`output_dir/best/`: the model at the best validation metric so far (Contract 2, replaced atomically).
-
-    Collective (the model is gathered on sharded backends): every rank calls it, at the same steps, since the
-    decision comes from all-reduced validation losses.
-    """
-    m = report.metrics
-    record = {
-        **record_base,
-        "step": report.step,
-        "valid_metric": {"name": cfg.loss.early_stopping.metric, "value": _finite(m["valid_metric"])},
-        "valid_loss_per_task": {t: _finite(m[f"valid_loss/{t}"]) for t in record_base["tasks"]},
-    }
-    save_final(backend, tokenizer, cfg, env, Path(cfg.output_dir) / BEST, record)
-
-
-def save_final(
-    backend: Backend, tokenizer: Any, cfg: TrainConfig, env: DistEnv, final_dir: Path, record: dict[str, Any]
-) -> None:
-    """`output_dir/final/` (Contract 2): model or adapter, tokenizer with chat template, mft_train.json."""
-    tmp = final_dir.with_name(f".tmp-{final_dir.name}")
-    with backend.gathered_model() as full:
-        if env.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            save.save_pretrained_with_template(full, tokenizer, cfg.template, tmp)
-            ckpt.write_train_record(tmp, record)
-            if final_dir.exists():
-                shutil.rmtree(final_dir)
-            tmp.rename(final_dir)
-    barrier(env)
-

@@ -21,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from mft_trainer.atomic import write_text
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -32,9 +34,7 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and json.loads(line).get("step", 0) <= after_step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    tmp.rename(path)
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

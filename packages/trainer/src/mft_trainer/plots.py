@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: training nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
+
+from mft_trainer.atomic import atomic_path  # noqa: E402
 
 
 def plot_series(
@@ -37,9 +38,8 @@ def plot_series(
         if series:
             ax.legend(fontsize="small")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return path

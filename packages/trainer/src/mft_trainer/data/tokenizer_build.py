@@ -16,6 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from mft_trainer.atomic import atomic_directory
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|startoftext|>"
@@ -56,14 +58,8 @@ def train_tokenizer(
         bos_token=BOS_TOKEN,
         model_max_length=model_max_length,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp.exists():
-        _rmtree(tmp)
-    hf.save_pretrained(str(tmp))
-    if out_dir.exists():
-        _rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        hf.save_pretrained(str(tmp))
     return hf
 
 
@@ -87,9 +83,3 @@ def stdlib_python_texts(max_bytes: int = 5_000_000, root: Path | None = None) ->
         yield text
         if total >= max_bytes:
             return
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
