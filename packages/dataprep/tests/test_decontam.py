@@ -7,17 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from mft_dataprep.decontam import (
-    _NON_ASCII_SPACE,
-    Decontaminator,
-    RecordWords,
-    docstring_words,
-    load_humaneval,
-    load_mbpp,
-    ngrams,
-    word_hashes,
-    words,
-)
+from mft_dataprep.decontam import Decontaminator, docstring_words, load_humaneval, load_mbpp, ngrams
+from mft_dataprep.words import _NON_ASCII_SPACE, RecordWords, word_hashes, words
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("MFT_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -6,9 +6,9 @@ import random
 
 import numpy as np
 from datasketch import MinHash
-from mft_dataprep.decontam import words
 from mft_dataprep.dedup import NearDeduper, exact_key, minhash_values, shingle_hashes
 from mft_dataprep.split import SmallestKeys, fraction_threshold, split_key
+from mft_dataprep.words import words
 
 
 def test_exact_key_normalises_whitespace_and_case_only():
@@ -86,7 +86,7 @@ def test_smallest_keys_is_order_independent():
 
 
 def test_batched_signatures_equal_one_record_at_a_time():
-    from mft_dataprep.decontam import RecordWords
+    from mft_dataprep.words import RecordWords
 
     rng = random.Random(4)
     texts = [" ".join(f"w{rng.randrange(500)}" for _ in range(n)) for n in (0, 3, 5, 6, 0, 400, 1, 9000, 50, 4)]

@@ -4,17 +4,13 @@ train + merge of a LoRA adapter through the commands."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from mft_trainer.cli import app
+from trainer_testkit import TINY_INIT, tiny_tokenizer_dir, write_prepared_dataset
 from typer.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer_dir, write_prepared_dataset  # noqa: E402
-from mft_trainer.cli import app  # noqa: E402
-from test_loop import TINY_INIT  # noqa: E402
 
 runner = CliRunner()
 

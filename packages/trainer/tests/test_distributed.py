@@ -18,13 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from mft_trainer.loop import run_training
+from mft_trainer.metrics_log import read_metrics
 from safetensors.torch import load_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_prepared_dataset  # noqa: E402
-from mft_trainer.loop import run_training  # noqa: E402
-from mft_trainer.metrics_log import read_metrics  # noqa: E402
-from test_loop import tiny_config  # noqa: E402
+from trainer_testkit import tiny_config, write_prepared_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer_dir, write_prepared_dataset  # noqa: E402
-from mft_trainer.config import TrainConfig  # noqa: E402
-from mft_trainer.data import stream as data_mod  # noqa: E402
-from mft_trainer.distributed import DistEnv, wrap_model  # noqa: E402
-from mft_trainer.loop import forward_backward, run_training  # noqa: E402
-from mft_trainer.loss.step import StepLoss  # noqa: E402
-from mft_trainer.metrics_log import read_metrics  # noqa: E402
-from mft_trainer.model import build  # noqa: E402
-
-TINY_INIT = {"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512}
-
-
-def tiny_config(root: Path, dataset: Path, **top) -> TrainConfig:
-    raw = {
-        "model": {"init": TINY_INIT, "tokenizer": str(tiny_tokenizer_dir()), "dtype": "fp32",
-                  "attn_implementation": "sdpa"},
-        "peft": {"method": "full"},
-        "data": {"path": str(dataset), "num_workers": 0, "cache_dir": str(root / "cache")},
-        "output_dir": str(root / "out"),
-        "max_steps": 6,
-        "seq_length": 256,
-        "micro_batch_size": 2,
-        "grad_accum": 2,
-        "optimizer": {"lr": 1e-2},
-        "logging": {"tensorboard": False},
-    }
-    for key, value in top.items():
-        node = raw
-        *parents, last = key.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return TrainConfig.from_dict(raw)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_prepared_dataset(tmp_path_factory.mktemp("prepared") / "ds")
+from mft_trainer.config import TrainConfig
+from mft_trainer.data import stream as data_mod
+from mft_trainer.distributed import DistEnv, wrap_model
+from mft_trainer.loop import forward_backward, run_training
+from mft_trainer.loss.step import StepLoss
+from mft_trainer.metrics_log import read_metrics
+from mft_trainer.model import build
+from trainer_testkit import tiny_config
 
 
 def _grads_for(cfg: TrainConfig, micro: int, accum: int, mode: str) -> tuple[float, dict[str, torch.Tensor]]:

@@ -5,20 +5,16 @@ best model, per-task validation lands in metrics.jsonl and mft_train.json, and t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mft_trainer import checkpoint as ckpt
+from mft_trainer.config import ConfigError, TrainConfig
+from mft_trainer.loop import run_training
+from mft_trainer.metrics_log import read_metrics
 from safetensors.torch import load_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_prepared_dataset  # noqa: E402
-from mft_trainer import checkpoint as ckpt  # noqa: E402
-from mft_trainer.config import ConfigError, TrainConfig  # noqa: E402
-from mft_trainer.loop import run_training  # noqa: E402
-from mft_trainer.metrics_log import read_metrics  # noqa: E402
-from test_loop import tiny_config  # noqa: E402
+from trainer_testkit import tiny_config, write_prepared_dataset
 
 TASKS = ("chat-c", "code-a", "code-b")
 COBA = {"mode": "coba", "coba": {"warmup": 2, "history": 4, "tau": 5.0, "update_every": 1},

@@ -6,24 +6,15 @@ Also: checkpoints are written under a temporary name and only complete ones are 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mft_trainer import checkpoint as ckpt
+from mft_trainer.loop import run_training
+from mft_trainer.metrics_log import read_metrics
 from safetensors.torch import load_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import write_prepared_dataset  # noqa: E402
-from mft_trainer import checkpoint as ckpt  # noqa: E402
-from mft_trainer.loop import run_training  # noqa: E402
-from mft_trainer.metrics_log import read_metrics  # noqa: E402
-from test_loop import tiny_config  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_prepared_dataset(tmp_path_factory.mktemp("prepared") / "ds")
+from trainer_testkit import tiny_config
 
 
 def _weights(final: Path) -> dict[str, torch.Tensor]:

@@ -13,36 +13,21 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import string
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from .records import Message
+from .words import ROLL, RecordWords, ngram_hashes_of, word_hashes, words
 
-# Punctuation becomes a separator: on ASCII text this splits like the regex \w+ (letters, digits, underscore),
-# at about three times its speed. Unicode whitespace that is not ASCII whitespace is mapped to a space too: that
-# changes nothing for `str.split`, and lets `RecordWords` split the UTF-8 bytes instead (bytes.split only knows
-# ASCII whitespace) and get exactly the same words.
-_NON_ASCII_SPACE = (  # every character `str.isspace` accepts beyond " \t\n\r\x0b\x0c" (a test checks the list)
-    "\u001c\u001d\u001e\u001f\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000"
-)
-_SEPARATORS = str.maketrans({c: " " for c in string.punctuation.replace("_", "") + _NON_ASCII_SPACE})
 _DOCSTRING = re.compile(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', re.DOTALL)
 _STOPWORDS = frozenset(
     "the a an and or of to in is are be for that this with it as on by if at from not return returns given "
     "list string number numbers function which should you your will can has have its all any each than then "
     "there their these those was were into only also when where what must example examples true false none".split()
 )
-
-
-def words(text: str) -> list[str]:
-    return text.lower().translate(_SEPARATORS).split()
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
@@ -72,83 +57,17 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def word_hashes(tokens: list[str]) -> np.ndarray:
-    """CRC-32 of each word's UTF-8 bytes (as uint64): fixed across processes, unlike Python's seeded `hash`."""
-    return np.fromiter(map(zlib.crc32, map(str.encode, tokens)), dtype=np.uint64, count=len(tokens))
-
-
-class RecordWords:
-    """A record's `words(...)` and their `word_hashes`, computed once and shared by decontamination and near dedup.
-
-    The words are split from the UTF-8 bytes of the lower-cased, separator-mapped text (the same words as
-    `words`, see `_SEPARATORS`) and hashed straight from those bytes; the words as `str` are only decoded when
-    a caller asks for them.
-    """
-
-    __slots__ = ("parts", "hashes")
-
-    def __init__(self, parts: list[bytes], hashes: np.ndarray | None = None) -> None:
-        self.parts = parts
-        self.hashes = np.fromiter(map(zlib.crc32, parts), dtype=np.uint64, count=len(parts)) if hashes is None \
-            else hashes
-
-    @staticmethod
-    def split_text(text: str) -> list[bytes]:
-        return text.lower().translate(_SEPARATORS).encode("utf-8").split()
-
-    @classmethod
-    def many(cls, parts_lists: list[list[bytes]]) -> tuple[list[RecordWords], np.ndarray, np.ndarray]:
-        """RecordWords of several records hashed in one pass: (records, all hashes end to end, offsets), where
-        record i's hashes are `all_hashes[offsets[i]:offsets[i + 1]]` (its `hashes` is that view)."""
-        lengths = [len(parts) for parts in parts_lists]
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        all_hashes = np.fromiter(map(zlib.crc32, chain.from_iterable(parts_lists)), dtype=np.uint64,
-                                 count=int(offsets[-1]))
-        records = [cls(parts, all_hashes[offsets[i] : offsets[i + 1]]) for i, parts in enumerate(parts_lists)]
-        return records, all_hashes, offsets
-
-    @classmethod
-    def of_text(cls, text: str) -> RecordWords:
-        return cls(cls.split_text(text))
-
-    @classmethod
-    def of_words(cls, tokens: list[str]) -> RecordWords:
-        return cls([t.encode("utf-8") for t in tokens])
-
-    def __len__(self) -> int:
-        return len(self.parts)
-
-    def words(self, start: int = 0, stop: int | None = None) -> list[str]:
-        return [p.decode("utf-8") for p in self.parts[start:stop]]
-
-
 # The record side hashes its n-grams with numpy instead of building a tuple per position: word hashes are
 # combined by a rolling polynomial, looked up in a one-hash Bloom filter of the benchmark's n-gram hashes, and
 # every hit is confirmed against the real n-gram tuples, so a hash collision can never flag a record.
-_ROLL = np.uint64(0x100000001B3)
 _FILTER_BITS = 22
 _NAME_BITS = 16
 
 
-def ngram_hashes_of(hashes: np.ndarray, n: int) -> np.ndarray:
-    """Rolling 64-bit hashes of every n consecutive `word_hashes`."""
-    if len(hashes) < n:
-        return np.empty(0, dtype=np.uint64)
-    m = len(hashes) - n + 1
-    acc = hashes[:m].copy()
-    for j in range(1, n):
-        acc *= _ROLL
-        acc += hashes[j : j + m]
-    return acc
-
-
-def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
-    return ngram_hashes_of(word_hashes(tokens), n)
-
-
 @dataclass
-class Benchmark:
+class BenchmarkNgramIndex:
+    """One benchmark's n-grams and entry points, indexed for the contamination check (not mft_eval's Benchmark)."""
+
     name: str
     ngrams: set[tuple[str, ...]] = field(default_factory=set)
     entry_points: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> docstring content words
@@ -164,7 +83,7 @@ class Benchmark:
             rows = word_hashes([w for gram in grams for w in gram]).reshape(len(grams), n)
             acc = rows[:, 0].copy()
             for j in range(1, n):
-                acc *= _ROLL
+                acc *= ROLL
                 acc += rows[:, j]
             self._filter[acc >> np.uint64(64 - _FILTER_BITS)] = True
         return self._filter
@@ -224,8 +143,8 @@ class Benchmark:
         return None
 
 
-def load_humaneval(n: int, path: Path | None = None) -> Benchmark:
-    bench = Benchmark("humaneval")
+def load_humaneval(n: int, path: Path | None = None) -> BenchmarkNgramIndex:
+    bench = BenchmarkNgramIndex("humaneval")
     for problem in _read_jsonl(path or humaneval_path()):
         for text in (problem["prompt"], problem["canonical_solution"]):
             bench.ngrams |= ngrams(words(text), n)
@@ -235,8 +154,8 @@ def load_humaneval(n: int, path: Path | None = None) -> Benchmark:
     return bench
 
 
-def load_mbpp(path: Path, n: int) -> Benchmark:
-    bench = Benchmark("mbpp")
+def load_mbpp(path: Path, n: int) -> BenchmarkNgramIndex:
+    bench = BenchmarkNgramIndex("mbpp")
     for problem in _read_jsonl(path):
         for key in ("prompt", "canonical_solution", "text", "code"):  # codefuse mbpp_x and original MBPP keys
             if isinstance(problem.get(key), str):
@@ -245,7 +164,7 @@ def load_mbpp(path: Path, n: int) -> Benchmark:
 
 
 class Decontaminator:
-    def __init__(self, benchmarks: list[Benchmark], n: int, docstring_fraction: float,
+    def __init__(self, benchmarks: list[BenchmarkNgramIndex], n: int, docstring_fraction: float,
                  min_docstring_words: int = 6) -> None:
         self.benchmarks = benchmarks
         self.n = n

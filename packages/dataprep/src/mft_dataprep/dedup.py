@@ -14,8 +14,8 @@ from hashlib import blake2b
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from .decontam import word_hashes, words
 from .records import Message
+from .words import word_hashes, words
 
 _SEP = "\x1f"
 
@@ -44,7 +44,7 @@ class ExactDeduper:
 
 
 # Shingle hashing is ours, not datasketch's default: its per-shingle SHA-1 in Python cost ~1 ms per 400-word
-# record here. We hash each word once (CRC-32 of its UTF-8 bytes, `decontam.RecordWords`, shared with
+# record here. We hash each word once (CRC-32 of its UTF-8 bytes, `words.RecordWords`, shared with
 # decontamination) and combine k consecutive word hashes with numpy. CRC-32 rather than Python's `hash`, which is
 # seeded per process: signatures must be identical on every run for byte-identical outputs.
 _MIX = np.uint64(0x9E3779B1)
@@ -72,7 +72,7 @@ def shingles_of_hashes(word_hashes: np.ndarray, k: int) -> np.ndarray:
 
 
 def shingle_hashes(words: list[str], k: int) -> list[int]:
-    """32-bit hashes of the k-word shingles of `words` (see `decontam.words`); one shingle if shorter."""
+    """32-bit hashes of the k-word shingles of `words` (see `words.words`); one shingle if shorter."""
     return shingles_of_hashes(word_hashes(words), k).tolist()
 
 
@@ -176,11 +176,11 @@ class NearDeduper:
                        hashvalues=self.signature_of_hashes(word_hashes(tokens)))
 
     def signature_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
-        """The signature's hash values from a record's `word_hashes` (see `decontam.RecordWords`)."""
+        """The signature's hash values from a record's `word_hashes` (see `words.RecordWords`)."""
         return minhash_values(shingles_of_hashes(hashes, self.shingle_words), self._permutations)
 
     def signatures_many(self, all_hashes: np.ndarray, offsets: np.ndarray, records: list[int]) -> list[np.ndarray]:
-        """`signature_of_hashes` of `records` (indexes into `decontam.RecordWords.many`'s offsets), shingled in
+        """`signature_of_hashes` of `records` (indexes into `words.RecordWords.many`'s offsets), shingled in
         one pass over all the word hashes (shingles across a record boundary are dropped)."""
         k = self.shingle_words
         shingles = shingles_of_hashes(all_hashes, k) if len(all_hashes) >= k else np.empty(0, dtype=np.uint64)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .config import PrepConfig, TaskConfig
 from .containers import container_of, read_items, read_text_file
-from .decontam import Benchmark, Decontaminator, humaneval_path, load_humaneval, load_mbpp
+from .decontam import BenchmarkNgramIndex, Decontaminator, humaneval_path, load_humaneval, load_mbpp
 from .dedup import ExactDeduper, NearDeduper
 from .formats import PAIR_FORMATS, convert, detect_format
 from .manifest import MANIFEST, REJECTS, SCHEMA_VERSION, is_complete, write_manifest
@@ -83,7 +83,7 @@ def _clean_output(output: Path) -> None:
         (output / name).unlink(missing_ok=True)
 
 
-def _load_benchmarks(config: PrepConfig) -> list[Benchmark]:
+def _load_benchmarks(config: PrepConfig) -> list[BenchmarkNgramIndex]:
     dc = config.decontamination
     if not any(t.decontaminate for t in config.tasks):
         return []

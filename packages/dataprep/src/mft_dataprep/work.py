@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import QualityConfig
-from .decontam import Decontaminator, RecordWords
+from .decontam import Decontaminator
 from .dedup import NearDeduper, exact_key
 from .filters.evol import check_quality
 from .records import Message, Rejected
+from .words import RecordWords
 
 CHUNK_RECORDS = 512
 CHUNK_CHARS = 8 << 20  # also close a chunk on size, so a few huge text records do not pile up

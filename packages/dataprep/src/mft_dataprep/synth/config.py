@@ -1,9 +1,9 @@
 """`SynthConfig`: every option of the synthetic corpus generator, validated before any work starts.
 
 Default sizes are chosen for the CPU demo: about 4,300 training records of 50 to 250 tokens each; the demo's
-2.6M-parameter model fine-tunes for 2000 steps of about 18 records, so it sees each record about 8 times (3x the
-records, `scale: 3`, learned slower at the same step count: measured 2026-11-25). Text-to-code is the largest task
-and the tasks are deliberately unequal.
+2.6M-parameter model fine-tunes for 2000 steps of about 18 records, so it sees each record about 8 times (three
+times the records, `scale: 3`, learn slower at the same step count: docs/experiments.md#demo). Text-to-code is the
+largest task and the tasks are deliberately unequal.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def inspect_report(
     out.append(render_batch_layout(batch, split.tasks))
     out.append(render_row_strip(batch))
     if stream.layout != "pretrain":
-        from mft_trainer.data.stream import pad_fractions
+        from mft_trainer.data.packing import pad_fractions
 
         rep = pad_fractions(np.asarray(split.lengths), seq_length, micro_batch_size, seed=seed)
         out.append(

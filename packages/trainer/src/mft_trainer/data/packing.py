@@ -23,9 +23,11 @@ C (2) in a row of 8, `.` = padding, supervised tokens in capitals (a = prompt, A
         C1  [ .  .  .  .  .  1  1  . ]
         .   [ .  .  .  .  .  .  .  1 ]   (padding attends to itself only, so softmax has no NaN)
 
-Position ids alone do NOT isolate segments with sdpa or eager attention in transformers 5 (REFERENCE.md §7); the 4-D
-additive mask does (with eager, only the additive float form is right). flash_attention_2 derives the segments from
-position_ids and takes no 4-D mask.
+Restarting position ids isolate segments with sdpa or eager only while the model is called with no attention mask
+and no cache (transformers then derives a per-sequence mask from them); any mask or cache in the call turns that off
+and the segments see each other (docs/reference.md §7). TRL's packed rows rely on exactly that; we pass the
+isolation explicitly: the 4-D additive mask (with eager, only the additive float form is right) or segment-wise
+sdpa (model/attention.py). flash_attention_2 derives the segments from position_ids and takes no 4-D mask.
 
 Padded mode puts one sample per row and pads to the longest row of the micro-batch, rounded up to a multiple of 8.
 """
@@ -185,7 +187,40 @@ def segment_spans(segment_ids: torch.Tensor) -> tuple[tuple[int, int, int], ...]
     return tuple(spans)
 
 
-def pad_fraction(batch: dict[str, torch.Tensor]) -> float:
-    """Share of positions in the micro-batch that are padding."""
-    seg = batch["segment_ids"]
-    return float((seg == 0).sum()) / max(1, seg.numel())
+@dataclass
+class LengthReport:
+    """Pad fraction of packing vs padding for a list of sample lengths (used by inspect and the benchmark)."""
+
+    seq_length: int
+    micro_batch_size: int
+    packed_rows: int
+    packed_pad_fraction: float
+    padded_pad_fraction: float
+
+
+def pad_fractions(lengths: np.ndarray, seq_length: int, micro_batch_size: int, seed: int = 0) -> LengthReport:
+    """Pad fraction of packed rows (BFD into seq_length, micro-batches of random rows, each as wide as its longest row
+    rounded up to 8, as the stream does) and of padded micro-batches (random order, same width rule)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    lengths = lengths[lengths <= seq_length]
+    rng = np.random.default_rng(seed)
+    bins = best_fit_decreasing(lengths, seq_length)
+    used = np.asarray([int(lengths[b].sum()) for b in bins])
+    used = used[rng.permutation(len(used))]
+    packed_positions = sum(
+        padded_length(int(used[i : i + micro_batch_size].max())) * len(used[i : i + micro_batch_size])
+        for i in range(0, len(used), micro_batch_size)
+    )
+    order = lengths[rng.permutation(len(lengths))]
+    padded_positions = sum(
+        padded_length(int(order[i : i + micro_batch_size].max())) * len(order[i : i + micro_batch_size])
+        for i in range(0, len(order), micro_batch_size)
+    )
+    total = int(lengths.sum())
+    return LengthReport(
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        packed_rows=len(bins),
+        packed_pad_fraction=1 - total / packed_positions,
+        padded_pad_fraction=1 - total / padded_positions,
+    )

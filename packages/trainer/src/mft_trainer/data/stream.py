@@ -399,54 +399,11 @@ def build_eval_batches(
     ]
 
 
-@dataclass
-class LengthReport:
-    """Pad fraction of packing vs padding for a list of sample lengths (used by inspect and the benchmark)."""
-
-    seq_length: int
-    micro_batch_size: int
-    packed_rows: int
-    packed_pad_fraction: float
-    padded_pad_fraction: float
-
-
-def pad_fractions(lengths: np.ndarray, seq_length: int, micro_batch_size: int, seed: int = 0) -> LengthReport:
-    """Pad fraction of packed rows (BFD into seq_length, micro-batches of random rows, each as wide as its longest row
-    rounded up to 8, as the stream does) and of padded micro-batches (random order, same width rule)."""
-    from mft_trainer.data.packing import padded_length
-
-    lengths = np.asarray(lengths, dtype=np.int64)
-    lengths = lengths[lengths <= seq_length]
-    rng = np.random.default_rng(seed)
-    bins = best_fit_decreasing(lengths, seq_length)
-    used = np.asarray([int(lengths[b].sum()) for b in bins])
-    used = used[rng.permutation(len(used))]
-    packed_positions = sum(
-        padded_length(int(used[i : i + micro_batch_size].max())) * len(used[i : i + micro_batch_size])
-        for i in range(0, len(used), micro_batch_size)
-    )
-    order = lengths[rng.permutation(len(lengths))]
-    padded_positions = sum(
-        padded_length(int(order[i : i + micro_batch_size].max())) * len(order[i : i + micro_batch_size])
-        for i in range(0, len(order), micro_batch_size)
-    )
-    total = int(lengths.sum())
-    return LengthReport(
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        packed_rows=len(bins),
-        packed_pad_fraction=1 - total / packed_positions,
-        padded_pad_fraction=1 - total / padded_positions,
-    )
-
-
 __all__ = [
     "Batch",
     "BatchStream",
-    "LengthReport",
     "StreamStats",
     "build_eval_batches",
     "build_train_stream",
-    "pad_fractions",
     "tokenized_split",
 ]

@@ -20,8 +20,8 @@ the function is transformers' own sdpa, and `set_packed_attention(model, "mask")
 
 Every family the trainer names was measured to isolate segments (tests/model/test_families.py); a model type
 outside that list is probed once when built (`forward.verify_packing_isolation`), and packed batches are refused
-if it leaks (`check_packing_allowed`). Position ids alone do not isolate segments with sdpa or eager
-(docs/reference.md §7).
+if it leaks (`check_packing_allowed`). Restarting position ids isolate segments with sdpa or eager only in a
+call without any attention mask or cache (docs/reference.md §7), so the trainer never relies on them.
 """
 
 from __future__ import annotations
@@ -156,13 +156,9 @@ def set_packed_attention(model: nn.Module, kind: str) -> str:
 # Segment-wise sdpa vs the 4-D mask: a cost model in units of one query-key pair of the mask path (which runs one
 # masked sdpa call over all B * L^2 pairs). A segment costs a fixed overhead per call (the kernel's setup, the slices
 # and their backward, the concatenation) plus a per-token term, plus its causal half of len^2 pairs: on CPU, for the
-# lengths of instruction data, the overhead and the per-token term dominate. Calibrated 2026-11-26 (bf16, 6 heads of
-# 32; sdpa forward+backward per span 0.4-0.5 ms + 0.0095-0.013 ms/token, the mask 1.5-3e-5 ms per pair, 1-2 threads,
-# doubled for the slicing around the call). Whole demo MFT step (seq 512, 6 rows, ~22 segments of 50-250 tokens):
-# the mask 1.45x faster than segments at 2 threads, 1.34x at 1 thread. benchmarks/train_step_speed.py --model demo
-# (bf16, 2 threads), segments vs the mask: 1.26x at seq 2048 Evol-like rows, 0.89x at seq 1024, 0.87x at seq 256,
-# 0.57x on demo-like rows at seq 512; this choice ran at 1.00-1.07x the faster of the two in each. One full segment
-# per row always takes the segment path (one fused causal call, no mask).
+# lengths of instruction data, the overhead and the per-token term dominate, so rows of many short samples take the
+# mask and long rows take segments. One full segment per row always takes the segment path (one fused causal call,
+# no mask). The constants come from timing both paths (docs/experiments.md#attention-path-speed).
 SEGMENT_CALL_COST = 50_000
 SEGMENT_TOKEN_COST = 800
 SEGMENT_COST_SCALE = 1.0  # 0 forces the segment path wherever spans exist (tests comparing the two paths)

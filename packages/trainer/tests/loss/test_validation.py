@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.loss.validation import BalancerSlice, evaluate_per_task, split_validation  # noqa: E402
-from test_losses_fixtures import TinyLM, duplicate_first_row, make_rows, split_rows, two_rank_results  # noqa: E402
+from loss_testkit import TinyLM, duplicate_first_row, make_rows, split_rows, two_rank_results
+from mft_trainer.loss.validation import BalancerSlice, evaluate_per_task, split_validation
 
 
 def pooled_reference(model, batches, num_tasks=3):

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.model import build, forward, save  # noqa: E402
-from mft_trainer.model.merge import merge_adapter, resolve_base  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.model import build, forward, save
+from mft_trainer.model.merge import merge_adapter, resolve_base
+from trainer_testkit import tiny_tokenizer, tiny_tokenizer_dir
 
 LLAMA = dict(architecture="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2)

@@ -12,7 +12,7 @@ from mft_trainer.config.loading import apply_overrides
 from mft_trainer.distributed import deepspeed_config
 from pydantic import ValidationError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 BASE = {
     "model": {

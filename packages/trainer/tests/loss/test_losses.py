@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.loss.modes import COMBINE_MODES  # noqa: E402
-from mft_trainer.loss.multitask import multitask_loss  # noqa: E402
-from mft_trainer.loss.step import StepLoss  # noqa: E402
-from test_losses_fixtures import (  # noqa: E402
+from loss_testkit import (
     MODE_KWARGS,
     TinyLM,
     duplicate_first_row,
@@ -23,6 +16,9 @@ from test_losses_fixtures import (  # noqa: E402
     split_rows,
     two_rank_results,
 )
+from mft_trainer.loss.modes import COMBINE_MODES
+from mft_trainer.loss.multitask import multitask_loss
+from mft_trainer.loss.step import StepLoss
 
 # Three samples: A (task 0) losses [1, 3]; B (task 0) [5]; C (task 1) [4, 6, 8]; one unsupervised padding token.
 L = torch.tensor([1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 0.0], dtype=torch.float64)

@@ -4,17 +4,14 @@ the packing-isolation probe and refusal, full-model Contract 2 saving (atomic), 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.data import packing  # noqa: E402
-from mft_trainer.model import attention, build, forward, save, unwrap  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.data import packing
+from mft_trainer.model import attention, build, forward, save, unwrap
+from trainer_testkit import tiny_tokenizer, tiny_tokenizer_dir
 
 LLAMA = dict(architecture="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)

@@ -10,42 +10,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.model import build, forward, save
+from mft_trainer.model.adapters import trainable_parameter_count
+from mft_trainer.model.merge import merge_adapter, resolve_base
+from trainer_testkit import FAMILIES, MOE, pack, random_samples, stack, tiny_tokenizer, tiny_tokenizer_dir
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.model import build, forward, save  # noqa: E402
-from mft_trainer.model.adapters import trainable_parameter_count  # noqa: E402
-from mft_trainer.model.merge import merge_adapter, resolve_base  # noqa: E402
-
-_DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=128)
-FAMILIES: dict[str, dict] = {
-    "llama": dict(architecture="llama", **_DECODER),
-    "codellama": dict(architecture="codellama", **_DECODER,
-                      rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
-    "deepseek": dict(architecture="deepseek", **_DECODER,
-                     rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100_000.0}),
-    "mistral": dict(architecture="mistral", **_DECODER, sliding_window=64),
-    "mixtral": dict(architecture="mixtral", **_DECODER, num_local_experts=4, num_experts_per_tok=2),
-    "qwen2": dict(architecture="qwen2", **_DECODER),
-    "qwen2_moe": dict(architecture="qwen2_moe", **_DECODER, num_experts=4, num_experts_per_tok=2,
-                      moe_intermediate_size=32, shared_expert_intermediate_size=64),
-    "starcoder": dict(architecture="starcoder", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      max_position_embeddings=128),
-    "starcoder2": dict(architecture="starcoder2", **_DECODER),
-    "gpt_neox": dict(architecture="gpt_neox", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=128),
-    "phi": dict(architecture="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=128),
-    "gemma": dict(architecture="gemma", **_DECODER, head_dim=8),
-}
-MOE = {"mixtral", "qwen2_moe"}
 # Every family stays in the default run: at this size each parametrisation takes about 0.2 s.
 
 
@@ -55,33 +29,6 @@ def build_tiny(family: str, attn: str, method: str = "lora", seed: int = 0) -> t
     peft_cfg = PeftSettings(method=method, r=4, alpha=8, dropout=0.0) if method != "full" else PeftSettings(method=method)
     torch.manual_seed(seed)
     return build.build_model(model_cfg, peft_cfg, vocab_size=len(tiny_tokenizer()), device="cpu")
-
-
-def pack(samples: list[list[int]], length: int) -> dict[str, torch.Tensor]:
-    """One row holding `samples` back to back, then padding: the micro-batch contract of TRAINER_INTERFACES.md."""
-    row = {k: [] for k in ("input_ids", "targets", "position_ids", "segment_ids", "task_ids", "sample_ids")}
-    for index, ids in enumerate(samples):
-        row["input_ids"] += ids
-        row["targets"] += ids[1:] + [-100]
-        row["position_ids"] += list(range(len(ids)))
-        row["segment_ids"] += [index + 1] * len(ids)
-        row["task_ids"] += [0] * len(ids)
-        row["sample_ids"] += [index] * len(ids)
-    pad = length - len(row["input_ids"])
-    assert pad >= 0
-    for key, value in (("input_ids", 0), ("targets", -100), ("position_ids", 0), ("segment_ids", 0),
-                       ("task_ids", -1), ("sample_ids", -1)):
-        row[key] += [value] * pad
-    return {k: torch.tensor([v], dtype=torch.long) for k, v in row.items()}
-
-
-def stack(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-
-
-def random_samples(vocab: int, lengths: tuple[int, ...], seed: int) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lengths]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import EVAL_USER_TURN, sample_conversations, tiny_tokenizer  # noqa: E402
-from mft_trainer.data.template import (  # noqa: E402
+from mft_trainer.data.template import (
     TemplateConfig,
     TemplateError,
     encode,
@@ -20,6 +14,7 @@ from mft_trainer.data.template import (  # noqa: E402
     render,
     to_chat_template,
 )
+from trainer_testkit import EVAL_USER_TURN, sample_conversations, tiny_tokenizer
 
 EOS = "<|endoftext|>"
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import mft_trainer.data.cache as cache_mod
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import mft_trainer.data.cache as cache_mod  # noqa: E402
-from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.data.cache import load_or_build  # noqa: E402
-from mft_trainer.data.dataset import open_prepared  # noqa: E402
-from mft_trainer.data.template import TemplateConfig  # noqa: E402
+from mft_trainer.data.cache import load_or_build
+from mft_trainer.data.dataset import open_prepared
+from mft_trainer.data.template import TemplateConfig
+from trainer_testkit import tiny_tokenizer, write_prepared_dataset
 
 
 @pytest.fixture

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.data.dataset import open_prepared  # noqa: E402
-from mft_trainer.data.template import EncodedSample, TemplateConfig  # noqa: E402
-from mft_trainer.data.tokenize import Unit, fit_to_length, tokenize_unit  # noqa: E402
+from mft_trainer.data.dataset import open_prepared
+from mft_trainer.data.template import EncodedSample, TemplateConfig
+from mft_trainer.data.tokenize import Unit, fit_to_length, tokenize_unit
+from trainer_testkit import tiny_tokenizer, write_prepared_dataset
 
 
 def _sample(mask: list[int], turn_ends: tuple[int, ...]) -> EncodedSample:

@@ -1,14 +1,7 @@
 """Shared builders for trainer tests: a tiny tokenizer, a tiny Contract-1 prepared dataset, tiny models.
 
-Other trainer tests import these. Under `--import-mode=importlib` the tests directory is not on `sys.path`, so a test
-file does:
-
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from fixtures import tiny_tokenizer, write_prepared_dataset, tiny_model  # noqa: E402
-
-Names here are stable.
+Test files import these (`from trainer_testkit import tiny_tokenizer`; the root pyproject puts this folder on
+pytest's `pythonpath`); `conftest.py` wraps the common ones as fixtures. Names here are stable.
 
 - `tiny_tokenizer()` / `tiny_tokenizer_dir()`: a byte-level BPE trained in-process on synthetic code and prose,
   cached under the system temp dir (keyed by the corpus and vocab size), loaded fresh on every call.
@@ -17,6 +10,9 @@ Names here are stable.
   conversations with and without a system turn; optional `kind: text` task for pretraining.
 - `tiny_model(arch, vocab_size, ...)`: a random llama / qwen2 (or any family with the same config fields) built from
   its transformers config class, no hub.
+- `TINY_INIT`, `tiny_config(root, dataset, **top)`: a 6-step full fine-tune of a tiny llama (a `TrainConfig`).
+- `FAMILIES`: a tiny `model.init` per family the trainer names; `pack`, `stack`, `random_samples`: hand-built
+  packed micro-batches.
 - `sample_conversations()`: hand-written conversations (single and multi round, with and without system).
 """
 
@@ -30,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import torch
+from mft_trainer.config import TrainConfig
 
 TOKENIZER_VOCAB_SIZE = 512
 
@@ -264,3 +262,83 @@ def tiny_model(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     return model.eval()
+
+
+TINY_INIT = {"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512}
+
+
+def tiny_config(root: Path, dataset: Path, **top) -> TrainConfig:
+    raw = {
+        "model": {"init": TINY_INIT, "tokenizer": str(tiny_tokenizer_dir()), "dtype": "fp32",
+                  "attn_implementation": "sdpa"},
+        "peft": {"method": "full"},
+        "data": {"path": str(dataset), "num_workers": 0, "cache_dir": str(root / "cache")},
+        "output_dir": str(root / "out"),
+        "max_steps": 6,
+        "seq_length": 256,
+        "micro_batch_size": 2,
+        "grad_accum": 2,
+        "optimizer": {"lr": 1e-2},
+        "logging": {"tensorboard": False},
+    }
+    for key, value in top.items():
+        node = raw
+        *parents, last = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return TrainConfig.from_dict(raw)
+
+
+# ---- model families and hand-built packed rows
+_DECODER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128)
+FAMILIES: dict[str, dict] = {
+    "llama": dict(architecture="llama", **_DECODER),
+    "codellama": dict(architecture="codellama", **_DECODER,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
+    "deepseek": dict(architecture="deepseek", **_DECODER,
+                     rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100_000.0}),
+    "mistral": dict(architecture="mistral", **_DECODER, sliding_window=64),
+    "mixtral": dict(architecture="mixtral", **_DECODER, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2": dict(architecture="qwen2", **_DECODER),
+    "qwen2_moe": dict(architecture="qwen2_moe", **_DECODER, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=32, shared_expert_intermediate_size=64),
+    "starcoder": dict(architecture="starcoder", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=128),
+    "starcoder2": dict(architecture="starcoder2", **_DECODER),
+    "gpt_neox": dict(architecture="gpt_neox", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=128),
+    "phi": dict(architecture="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=128),
+    "gemma": dict(architecture="gemma", **_DECODER, head_dim=8),
+}
+MOE = {"mixtral", "qwen2_moe"}
+
+
+def pack(samples: list[list[int]], length: int) -> dict[str, torch.Tensor]:
+    """One row holding `samples` back to back, then padding: the micro-batch layout `mft_trainer.model.forward` takes."""
+    row = {k: [] for k in ("input_ids", "targets", "position_ids", "segment_ids", "task_ids", "sample_ids")}
+    for index, ids in enumerate(samples):
+        row["input_ids"] += ids
+        row["targets"] += ids[1:] + [-100]
+        row["position_ids"] += list(range(len(ids)))
+        row["segment_ids"] += [index + 1] * len(ids)
+        row["task_ids"] += [0] * len(ids)
+        row["sample_ids"] += [index] * len(ids)
+    pad = length - len(row["input_ids"])
+    assert pad >= 0
+    for key, value in (("input_ids", 0), ("targets", -100), ("position_ids", 0), ("segment_ids", 0),
+                       ("task_ids", -1), ("sample_ids", -1)):
+        row[key] += [value] * pad
+    return {k: torch.tensor([v], dtype=torch.long) for k, v in row.items()}
+
+
+def stack(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def random_samples(vocab: int, lengths: tuple[int, ...], seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, vocab, (n,), generator=g).tolist() for n in lengths]

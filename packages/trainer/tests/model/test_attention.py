@@ -9,18 +9,14 @@ function is transformers' sdpa, a model whose layers drop the spans is refused, 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.data.packing import segment_spans  # noqa: E402
-from mft_trainer.model import attention, build, forward, save, unwrap  # noqa: E402
-from test_families import FAMILIES, pack, random_samples, stack  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.data.packing import segment_spans
+from mft_trainer.model import attention, build, forward, save, unwrap
+from trainer_testkit import FAMILIES, pack, random_samples, stack, tiny_tokenizer, tiny_tokenizer_dir
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +151,24 @@ def test_saved_config_names_no_custom_attention(tmp_path: Path) -> None:
     template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
     out = save.save_pretrained_with_template(model, tiny_tokenizer(), template, tmp_path / "final")
     assert attention.SEGMENT_SDPA not in json.dumps(json.loads((out / "config.json").read_text()))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_position_ids_isolate_only_without_an_attention_mask(attn: str) -> None:
+    """What TRL's packed rows rely on (docs/reference.md §7): transformers derives per-segment attention from
+    restarting position ids only when the call has no attention mask; any mask, even all ones, turns it off."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_implementation=attn)
+    model = LlamaForCausalLM(config).eval()
+    a, b = torch.randint(0, 100, (1, 6)), torch.randint(0, 100, (1, 5))
+    ids = torch.cat([a, b], dim=1)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]])
+    with torch.no_grad():
+        separate = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
+        no_mask = model(input_ids=ids, position_ids=positions, use_cache=False).logits
+        ones = model(input_ids=ids, position_ids=positions, attention_mask=torch.ones_like(ids), use_cache=False).logits
+    assert (no_mask - separate).abs().max() < 1e-5
+    assert (ones - separate).abs().max() > 0.05

@@ -3,17 +3,12 @@ plots, summary, and the loss config it is built from."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from loss_testkit import TinyLM, make_rows, split_rows, train_steps
+from mft_trainer.config.loss import LossConfig
+from mft_trainer.loss.controller import BalancingController
 from pydantic import ValidationError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mft_trainer.config.loss import LossConfig  # noqa: E402
-from mft_trainer.loss.controller import BalancingController  # noqa: E402
-from test_losses_fixtures import TinyLM, make_rows, split_rows, train_steps  # noqa: E402
 
 TASKS = ["code", "docs", "tests"]
 

@@ -3,19 +3,15 @@ pretrain chunks, padded mode, eval batches, and the inspect rendering."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, write_prepared_dataset  # noqa: E402
-from mft_trainer.config.data import DataConfig  # noqa: E402
-from mft_trainer.data.inspect import inspect_report, render_batch_layout, render_sample  # noqa: E402
-from mft_trainer.data.stream import build_eval_batches, build_train_stream, pad_fractions  # noqa: E402
-from mft_trainer.data.template import TemplateConfig  # noqa: E402
+from mft_trainer.config.data import DataConfig
+from mft_trainer.data.inspect import inspect_report, render_batch_layout, render_sample
+from mft_trainer.data.packing import pad_fractions
+from mft_trainer.data.stream import build_eval_batches, build_train_stream
+from mft_trainer.data.template import TemplateConfig
+from trainer_testkit import tiny_tokenizer, write_prepared_dataset
 
 SEQ = 512
 

@@ -3,18 +3,15 @@ the configured coefficient, trains the router; LoRA on the fused expert weights 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.model import build, forward, save, unwrap  # noqa: E402
-from mft_trainer.model.merge import merge_adapter  # noqa: E402
-from mft_trainer.model.moe import expert_counts  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.model import build, forward, save, unwrap
+from mft_trainer.model.merge import merge_adapter
+from mft_trainer.model.moe import expert_counts
+from trainer_testkit import tiny_tokenizer, tiny_tokenizer_dir
 
 MOE_INIT = {
     "mixtral": dict(architecture="mixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -4,18 +4,15 @@ unquantised base beside it, and merging gives exactly base+adapter."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures import tiny_tokenizer, tiny_tokenizer_dir  # noqa: E402
-from mft_trainer.config.model import ModelConfig, PeftSettings  # noqa: E402
-from mft_trainer.model import build, forward, save  # noqa: E402
-from mft_trainer.model.merge import merge_adapter  # noqa: E402
+from mft_trainer.config.model import ModelConfig, PeftSettings
+from mft_trainer.model import build, forward, save
+from mft_trainer.model.merge import merge_adapter
+from trainer_testkit import tiny_tokenizer, tiny_tokenizer_dir
 
 bnb = pytest.importorskip("bitsandbytes")
 
