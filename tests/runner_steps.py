@@ -28,3 +28,10 @@ def measure(output: Path, data: str, counter: str, fail: bool = False) -> None:
     text = (Path(data) / "data.txt").read_text()
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps({"letters": sum(c.isalpha() for c in text)}))
+
+
+def seeded(output: Path, seed: int, counter: str) -> None:
+    """Write the seed it was given as a metric (the `--seed` override tests)."""
+    _count(counter)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").write_text(json.dumps({"seed": seed}))

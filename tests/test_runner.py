@@ -162,3 +162,34 @@ def test_dry_run_validates_without_running(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(PipelineError, match="expected 'module:function'"):
         dry_run(load_pipeline(path), out=io.StringIO())
+
+
+def test_seed_override_sets_every_seeded_stage_and_reruns_them(tmp_path: Path) -> None:
+    spec = yaml.safe_load(write_pipeline(tmp_path).read_text())
+    spec["stages"].append(
+        {"name": "seeded", "tool": "python",
+         "config": {"callable": "runner_steps:seeded", "args": {"seed": 0, "counter": "seeded"}}}
+    )
+    spec["stages"] += [
+        {"name": "synth", "tool": "synth", "config": {"seed": 0}},
+        {"name": "train", "tool": "train", "config": {"seed": 0, "max_steps": 1}},
+        {"name": "score", "tool": "eval", "config": {"model": "${train.output}"}},
+    ]
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    seeded = load_pipeline(path, seed=7)
+    configs = {s.name: s.config for s in seeded.stages}
+    assert configs["synth"]["seed"] == configs["train"]["seed"] == configs["score"]["seed"] == 7
+    assert configs["seeded"]["args"] == {"seed": 7, "counter": "seeded"}
+    assert configs["upper"] == load_pipeline(path).stage("upper").config  # no seed: unchanged
+    assert load_pipeline(path).stage("train").config["seed"] == 0  # the file itself is not changed
+
+    spec["stages"] = spec["stages"][:3]  # the python stages only: they run without the packages' models
+    path.write_text(yaml.safe_dump(spec))
+    first = run(load_pipeline(path, seed=1), out=io.StringIO())
+    assert first["seed"] == 1 and first["metrics"]["seeded"] == {"seed": 1.0}
+    again = run(load_pipeline(path, seed=2), out=io.StringIO())
+    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped", "ran"]
+    assert again["metrics"]["seeded"] == {"seed": 2.0}
+    plans = plan(load_pipeline(path, seed=1))
+    assert [p.state for p in plans] == ["done", "done", "stale"] and plans[2].reasons == ["its config changed"]

@@ -19,6 +19,10 @@ console = Console()
 
 PipelineArg = Annotated[Path, typer.Argument(help="the pipeline YAML (see pipelines/)")]
 WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="override the pipeline's workdir")]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="set the seed of every stage (synthesis, initialisation, data order, sampling)"),
+]
 
 
 @app.command("run")
@@ -28,10 +32,11 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="rerun every stage")] = False,
     dry_run_: Annotated[bool, typer.Option("--dry-run", help="validate every stage's config; run nothing")] = False,
     workdir: WorkdirOpt = None,
+    seed: SeedOpt = None,
 ) -> None:
     """Run the stages in order, skipping those whose config and inputs have not changed."""
     try:
-        pipeline = load_pipeline(pipeline_file, workdir)
+        pipeline = load_pipeline(pipeline_file, workdir, seed)
         if dry_run_:
             dry_run(pipeline)
             return
@@ -43,10 +48,10 @@ def run_command(
 
 
 @app.command("status")
-def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None) -> None:
+def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None, seed: SeedOpt = None) -> None:
     """Show each stage: done, stale (and why), failed, or not run."""
     try:
-        pipeline = load_pipeline(pipeline_file, workdir)
+        pipeline = load_pipeline(pipeline_file, workdir, seed)
         plans = plan(pipeline)
     except PipelineError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)

@@ -17,6 +17,10 @@ References: `${workdir}`, `${pipeline_dir}`, `${python_stdlib}` (the standard li
 running the pipeline: real code for the demo's pretraining), `${env.NAME}` (an environment variable) and
 `${<stage>.output}` for any EARLIER stage. They are substituted in
 every string of a stage's config before the tool validates it, so a typo in a reference fails at load time.
+
+`load_pipeline(..., seed=N)` (`mft run --seed N`) sets the seed of every seeded stage: `seed` of each `train`
+(initialisation, data order), `synth` (the corpus) and `eval` (sampling) config, and `args.seed` of a `python` stage
+that has one. The seed is part of each stage's resolved config, so its key changes and those stages rerun.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 TOOLS = ("prep", "synth", "train", "eval", "python")
 RESERVED = ("env", "workdir", "pipeline_dir", "python_stdlib")
+SEEDED_TOOLS = ("train", "synth", "eval")  # tools whose config has a top-level `seed`
 
 
 class PipelineError(ValueError):
@@ -91,8 +96,13 @@ class PipelineSpec(BaseModel):
 class Pipeline:
     """A loaded pipeline: the spec plus the absolute paths its references resolve to."""
 
-    def __init__(self, spec: PipelineSpec, path: Path, workdir_override: Path | None = None) -> None:
+    def __init__(
+        self, spec: PipelineSpec, path: Path, workdir_override: Path | None = None, seed: int | None = None
+    ) -> None:
+        if seed is not None:
+            spec = spec.model_copy(update={"stages": [with_seed(stage, seed) for stage in spec.stages]})
         self.spec = spec
+        self.seed = seed
         self.path = path.resolve()
         self.pipeline_dir = self.path.parent
         workdir = workdir_override if workdir_override is not None else spec.workdir
@@ -156,8 +166,20 @@ class Pipeline:
         return _map_strings(stage.config, substitute, prefix="config")
 
 
-def load_pipeline(path: Path, workdir: Path | None = None) -> Pipeline:
-    """Read and validate a pipeline file; errors name the file and the key."""
+def with_seed(stage: StageSpec, seed: int) -> StageSpec:
+    """The stage with its seed set to `seed` (see the module docstring); stages without a seed are unchanged."""
+    config = dict(stage.config)
+    if stage.tool in SEEDED_TOOLS:
+        config["seed"] = seed
+    elif stage.tool == "python" and isinstance(config.get("args"), dict) and "seed" in config["args"]:
+        config["args"] = {**config["args"], "seed": seed}
+    else:
+        return stage
+    return stage.model_copy(update={"config": config})
+
+
+def load_pipeline(path: Path, workdir: Path | None = None, seed: int | None = None) -> Pipeline:
+    """Read and validate a pipeline file; errors name the file and the key. `seed` overrides every stage's seed."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"pipeline file not found: {path}")
@@ -171,7 +193,7 @@ def load_pipeline(path: Path, workdir: Path | None = None) -> Pipeline:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
         raise PipelineError(f"{path}: {format_validation_error(exc)}") from exc
-    pipeline = Pipeline(spec, path, workdir)
+    pipeline = Pipeline(spec, path, workdir, seed)
     for index, stage in enumerate(pipeline.stages):
         earlier = {s.name for s in pipeline.stages[:index]}
         for ref in pipeline.references(stage):
