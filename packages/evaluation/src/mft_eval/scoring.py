@@ -11,7 +11,7 @@ from mft_eval.problems import Benchmark
 from mft_eval.samples import Sample
 from mft_eval.sandbox import STATUSES, ExecResult, Job, Sandbox, SandboxConfig
 
-# codefuse-evaluation's import header for Python programs (REFERENCE.md §6), prepended with `--header codefuse`.
+# codefuse-evaluation's import header for Python programs (docs/reference.md §6), prepended with `--header codefuse`.
 CODEFUSE_HEADER = (
     "import math\nimport re\nimport sys\nimport copy\nimport datetime\nimport itertools\nimport collections\n"
     "import heapq\nimport statistics\nimport functools\nimport hashlib\nimport numpy\nimport numpy as np\n"
@@ -43,11 +43,16 @@ def execute(
     config = sandbox_config
     if header == "codefuse" and "numpy" not in config.preload:
         config = config.model_copy(update={"preload": [*config.preload, "numpy"]})
+    # the judge runs the header and a code prompt before the test, as the reference harnesses run them before it
+    # in the program's globals: the test's helpers (poly, encode_cyclic) and imports (math) are the prompt's
     jobs = [
-        Job(prefix + s.program, problems[s.task_id].test, problems[s.task_id].entry_point) for s in samples
+        Job(prefix + s.program, problems[s.task_id].test, problems[s.task_id].entry_point,
+            prelude=prefix + (problems[s.task_id].prompt if problems[s.task_id].prompt_is_code else ""))
+        for s in samples
     ]
     with Sandbox(config) as sandbox:
-        isolation = {"network_isolation": sandbox.network_isolation, "own_uid": sandbox.own_uid}
+        isolation = {"network_isolation": sandbox.network_isolation, "own_uid": sandbox.own_uid,
+                     "isolation": sandbox.isolation}
         outcomes = sandbox.run_many(jobs, on_done)
     results = [
         SampleResult(s.task_id, s.sample_index, r.status, r.detail, r.seconds)
