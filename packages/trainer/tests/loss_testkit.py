@@ -99,6 +99,7 @@ MODE_KWARGS = {
     "task_sample": {"task_weights": [1.0, 2.5, 0.5]},
     "focal_sample": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
     "focal_task": {"task_weights": [1.0, 2.5, 0.5], "alpha": [0.25, 1.0, 2.0], "gamma": 2.0},
+    "famo": {"task_weights": [1.0, 2.5, 0.5]},
 }
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from mft_trainer.loss.balancers import CoBaBalancer, SelfPacedBalancer, fit_slope
+from mft_trainer.loss.balancers import CoBaBalancer, FamoBalancer, SelfPacedBalancer, fit_slope
 
 
 def steady(t: int) -> float:
@@ -130,8 +130,46 @@ def test_self_paced_uniform_until_history_and_when_alike():
     assert w[1] < 0.5
 
 
+def famo_reference(curves, steps, lr=0.025, weight_decay=0.001):
+    """FAMO's released update, written with torch as its code does: the softmax's vector-Jacobian product with the
+    drop of the log losses as the gradient of the logits, and torch.optim.Adam(lr, weight_decay) on them."""
+    w = torch.zeros(len(curves), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=lr, weight_decay=weight_decay)
+    prev = None
+    out = []
+    for t in range(steps):
+        now = torch.tensor([c(t) for c in curves], dtype=torch.float64)
+        if prev is not None:
+            delta = prev.log() - now.log()
+            (d,) = torch.autograd.grad(torch.softmax(w, -1), w, grad_outputs=delta)
+            opt.zero_grad()
+            w.grad = d
+            opt.step()
+        prev = now
+        out.append(torch.softmax(w.detach(), -1).clone())
+    return out
+
+
+def test_famo_matches_its_reference_update():
+    curves = [steady, fast, lambda t: 2.0 - 0.002 * t + 0.01 * math.sin(t)]
+    ours = FamoBalancer(3)
+    reference = famo_reference(curves, 120)
+    for t in range(120):
+        torch.testing.assert_close(ours.update(t, [c(t) for c in curves]), reference[t], rtol=1e-12, atol=1e-14)
+
+
+def test_famo_task_that_lags_gains_weight():
+    # "fast" halves its loss long before "steady"; a flat task does not improve at all: it gets the most weight.
+    w = run(FamoBalancer(3), [fast, steady, flat], steps=300)
+    assert w[2] > w[1] > w[0]
+    assert float(w.sum()) == pytest.approx(1.0)
+    alike = run(FamoBalancer(2), [steady, steady], steps=100)
+    torch.testing.assert_close(alike, torch.full((2,), 0.5, dtype=torch.float64))
+
+
 @pytest.mark.parametrize(
-    "make", [lambda: CoBaBalancer(3, warmup=20, history=15), lambda: SelfPacedBalancer(3, 15)]
+    "make",
+    [lambda: CoBaBalancer(3, warmup=20, history=15), lambda: SelfPacedBalancer(3, 15), lambda: FamoBalancer(3)],
 )
 def test_state_round_trip_resumes_exactly(make):
     curves = [steady, lambda t: 2.0 - 0.002 * t + 0.01 * math.sin(t), rises_after_200]
@@ -154,3 +192,7 @@ def test_bad_inputs_rejected():
         SelfPacedBalancer(3).update(0, [1.0, 2.0])
     with pytest.raises(ValueError, match="not a CoBa state"):
         CoBaBalancer(2).load_state_dict(SelfPacedBalancer(2).state_dict())
+    with pytest.raises(ValueError, match="not a FAMO state"):
+        FamoBalancer(2).load_state_dict(CoBaBalancer(2).state_dict())
+    with pytest.raises(ValueError, match="task indices \\[0\\]"):
+        FamoBalancer(2).update(0, [0.0, 1.0])

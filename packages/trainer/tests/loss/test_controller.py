@@ -3,6 +3,8 @@ plots, summary, and the loss config it is built from."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from loss_testkit import TinyLM, make_rows, split_rows, train_steps
@@ -37,8 +39,16 @@ COBA = {
 }
 
 
-def test_coba_resume_continues_with_the_same_weights(tmp_path):
-    cfg = LossConfig.model_validate(COBA)
+FAMO = {
+    "mode": "famo",
+    "famo": {"lr": 0.1, "update_every": 2},
+    "validation": {"slice": "separate", "slice_size": 2},
+    "early_stopping": {"metric": "total", "patience": 50},
+}
+
+
+def resumed_equals_uninterrupted(cfg: LossConfig, tmp_path) -> tuple[list, BalancingController]:
+    """30 steps in one go against 15 + a resume from a checkpoint + 15: the uninterrupted reports, resumed controller."""
     model, opt, ctl = build(cfg)
     ctl.on_train_begin(0)
     full: list = []
@@ -66,11 +76,27 @@ def test_coba_resume_continues_with_the_same_weights(tmp_path):
 
     for a, b in zip(full[15:], second, strict=True):
         assert numbers(a) == numbers(b), a.step
+    return full, ctl
+
+
+def test_coba_resume_continues_with_the_same_weights(tmp_path):
+    full, ctl = resumed_equals_uninterrupted(LossConfig.model_validate(COBA), tmp_path)
     weights = [r.metrics["weight/code"] for r in full]
     assert (
         len(set(weights[:4])) == 1 and len(set(weights[6:])) > 1
     )  # uniform in warm-up, then CoBa moves them
     assert ctl.slice.calls == 16 and ctl.slice.seconds > 0  # step 0 + 15 updates (every 2 steps of 30)
+
+
+def test_famo_weights_move_resume_exactly_and_train_on_the_log_losses(tmp_path):
+    full, ctl = resumed_equals_uninterrupted(LossConfig.model_validate(FAMO), tmp_path)
+    assert ctl.step_loss.mode == "famo" and ctl.step_loss.needs_probe
+    weights = [[r.metrics[f"weight/{t}"] for t in TASKS] for r in full]
+    assert weights[0] == pytest.approx([1 / 3] * 3)  # one slice point at step 0: nothing to compare yet
+    assert max(abs(w - 1 / 3) for w in weights[-1]) > 0.02 and sum(weights[-1]) == pytest.approx(1.0)
+    assert len({tuple(w) for w in weights[1::2]}) == 15  # a new weight vector after every update (every 2 steps)
+    assert ctl.slice.calls == 16
+    assert all(math.isfinite(r.metrics["loss"]) for r in full)
 
 
 def test_early_stopping_plots_and_summary(tmp_path):
@@ -113,5 +139,8 @@ def test_loss_config_validation_names_the_key():
         LossConfig.model_validate({"early_stopping": {"metric": "bleu"}}).check_tasks(TASKS)
     assert LossConfig().resolved_mode(3) == "task" and LossConfig().resolved_mode(1) == "token"
     assert LossConfig(mode="coba").combine_mode(3) == "task"
+    assert LossConfig(mode="famo").combine_mode(3) == "famo"
+    with pytest.raises(ValidationError, match="extra"):
+        LossConfig.model_validate({"mode": "famo", "famo": {"betas": [0.9, 0.99]}})
     w = LossConfig.model_validate({"task_weights": {"docs": 3.0}}).task_weight_vector(TASKS)
     assert w.tolist() == [1.0, 3.0, 1.0]

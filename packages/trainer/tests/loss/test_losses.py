@@ -69,6 +69,29 @@ def test_golden_focal_task_eq3():
     assert golden("focal_task", alpha=alpha, gamma=gamma, task_weights=[1, 3, 9]) == pytest.approx(expected_w)
 
 
+def test_golden_famo_eq4():
+    # task means L0 = 3, L1 = 6 (task 2 absent); z normalised over the tasks present; c = 1 / sum z_k / L_k.
+    assert golden("famo") == pytest.approx((0.5 * math.log(3) + 0.5 * math.log(6)) / (0.5 / 3 + 0.5 / 6))
+    z0, z1 = 1 / 4, 3 / 4  # weights [1, 3, 9]: task 2's 9 does not enter
+    c = 1 / (z0 / 3 + z1 / 6)
+    assert golden("famo", task_weights=[1, 3, 9]) == pytest.approx(c * (z0 * math.log(3) + z1 * math.log(6)))
+
+
+def test_famo_gradient_is_the_convex_combination_of_task_gradients():
+    # FAMO's update direction: sum_k (c z_k / L_k) grad L_k, weights summing to 1 (no 1/L blow-up in scale).
+    losses = L.clone().requires_grad_(True)
+    loss, _ = multitask_loss(losses, MASK, TASKS, SAMPLES, "famo", 3, task_weights=[1, 3, 9])
+    loss.backward()
+    z0, z1 = 1 / 4, 3 / 4
+    c = 1 / (z0 / 3 + z1 / 6)
+    g0, g1 = c * z0 / 3, c * z1 / 6
+    assert g0 + g1 == pytest.approx(1.0)
+    expected = [g0 / 3] * 3 + [g1 / 3] * 3 + [0.0]  # d L_k / d l_t = 1 / n_k, n_0 = n_1 = 3
+    torch.testing.assert_close(losses.grad, torch.tensor(expected, dtype=torch.float64))
+    result, _ = run_step(TinyLM(), [make_rows(num_rows=2, seed=4)], "famo")
+    assert float(result.task_weights.sum()) == pytest.approx(1.0)  # the applied g_k
+
+
 def test_per_task_is_token_mean_and_nan_when_absent():
     _, per_task = multitask_loss(L, MASK, TASKS, SAMPLES, "task_sample", 3)
     assert per_task[0].item() == pytest.approx(3.0)

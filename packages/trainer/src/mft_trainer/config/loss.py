@@ -39,6 +39,14 @@ class SelfPacedSettings(Section):
     update_every: int = Field(1, ge=1, description="optimizer steps between weight updates")
 
 
+class FamoSettings(Section):
+    """FAMO (paper Eq. 4): Adam on the task logits, as FAMO's released code (its defaults)."""
+
+    lr: float = Field(0.025, gt=0, description="Adam learning rate of the task logits xi")
+    weight_decay: float = Field(0.001, ge=0, description="L2 decay of xi (pulls the weights back to uniform)")
+    update_every: int = Field(1, ge=1, description="optimizer steps between weight updates")
+
+
 class ValidationSettings(Section):
     """Per-task validation over the whole validation split, and the balancers' held-out slice.
 
@@ -74,6 +82,7 @@ class LossConfig(Section):
     gamma: float = Field(0.0, ge=0, description="focal exponent")
     coba: CoBaSettings = Field(default_factory=CoBaSettings)
     self_paced: SelfPacedSettings = Field(default_factory=SelfPacedSettings)
+    famo: FamoSettings = Field(default_factory=FamoSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     early_stopping: EarlyStoppingSettings = Field(default_factory=EarlyStoppingSettings)
 

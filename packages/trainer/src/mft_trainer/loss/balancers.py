@@ -1,4 +1,4 @@
-"""Dynamic task weights from per-task validation-loss curves: MFTCoder's self-paced scheme and CoBa.
+"""Dynamic task weights from per-task validation-loss curves: MFTCoder's self-paced scheme, CoBa and FAMO.
 
 A balancer sees one vector of per-task validation losses per update (``update(step, losses)``) and produces
 ``task_weights`` (a probability vector over tasks). It never touches the training loss: the weights go to
@@ -268,3 +268,106 @@ class CoBaBalancer:
         for v in state["alpha_max"]:
             self._append_alpha_max(float(v))
         self._weights = [float(v) for v in state["weights"]]
+
+
+class FamoBalancer:
+    """FAMO's task weights (Liu et al., NeurIPS 2023, arXiv 2306.03792), the paper's Eq. 4 convergence loss.
+
+    Logits ``xi`` (zeros at the start), weights ``z = softmax(xi)``; the training loss is ``c sum_k z_k log L_k``
+    (mode ``famo`` of :func:`mft_trainer.loss.multitask.multitask_loss`). Each update gets the per-task validation
+    losses ``V_k`` at the current step; with ``V_k^prev`` those of the previous update::
+
+        delta_k = log V_k^prev - log V_k                 how much task k's log loss dropped since the last update
+        grad_k  = (J_z^T delta)_k = z_k (delta_k - sum_j z_j delta_j)     (J_z = diag(z) - z z^T, softmax Jacobian)
+        xi      <- Adam step on grad + weight_decay * xi  (lr, betas, eps; torch.optim.Adam's update, as FAMO's code)
+
+    so a task whose loss dropped more than the weighted average loses weight and one that lagged gains it: every
+    task's loss falls at about the same relative rate. The first update only records ``V^prev``.
+
+    As FAMO's released code (``w_opt = Adam([w], lr=w_lr, weight_decay=gamma)``, defaults lr 0.025, decay 0.001).
+    Differences: ``delta`` comes from the balancer's validation slice (the MFTCoder paper's description of Eq. 4)
+    rather than from the same training batch re-evaluated after the step, and, with ``update_every`` > 1, spans
+    that many optimizer steps. State is plain floats, so ``state_dict`` resumes bit-exactly.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        lr: float = 0.025,
+        weight_decay: float = 0.001,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        if num_tasks < 1 or lr <= 0 or weight_decay < 0:
+            raise ValueError(f"need num_tasks >= 1, lr > 0, weight_decay >= 0; got {num_tasks}, {lr}, {weight_decay}")
+        self.num_tasks = num_tasks
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self._xi = [0.0] * num_tasks
+        self._m = [0.0] * num_tasks
+        self._v = [0.0] * num_tasks
+        self._t = 0
+        self._prev_log: list[float] | None = None
+        self.last: dict[str, list[float]] = {}
+
+    @property
+    def logits(self) -> list[float]:
+        return list(self._xi)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return torch.tensor(_softmax(self._xi), dtype=torch.float64)
+
+    def update(self, step: int, losses: torch.Tensor | Sequence[float]) -> torch.Tensor:
+        """Record the per-task validation losses measured at ``step``; return the new task weights."""
+        logs = [math.log(v) for v in _check_losses(losses, self.num_tasks)]
+        if self._prev_log is not None:
+            delta = [p - c for p, c in zip(self._prev_log, logs, strict=True)]
+            z = _softmax(self._xi)
+            mean = sum(zk * dk for zk, dk in zip(z, delta, strict=True))
+            grad = [zk * (dk - mean) + self.weight_decay * x for zk, dk, x in zip(z, delta, self._xi, strict=True)]
+            self._adam_step(grad)
+            self.last = {"delta": delta, "grad": grad}
+        self._prev_log = logs
+        return self.weights
+
+    def _adam_step(self, grad: list[float]) -> None:
+        """torch.optim.Adam's update (no amsgrad), written out in float64."""
+        b1, b2 = self.betas
+        self._t += 1
+        for k, g in enumerate(grad):
+            self._m[k] = b1 * self._m[k] + (1.0 - b1) * g
+            self._v[k] = b2 * self._v[k] + (1.0 - b2) * g * g
+            m_hat = self._m[k] / (1.0 - b1**self._t)
+            v_hat = self._v[k] / (1.0 - b2**self._t)
+            self._xi[k] -= self.lr * m_hat / (math.sqrt(v_hat) + self.eps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "famo",
+            "num_tasks": self.num_tasks,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "xi": list(self._xi),
+            "m": list(self._m),
+            "v": list(self._v),
+            "t": self._t,
+            "prev_log": None if self._prev_log is None else list(self._prev_log),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "famo" or state["num_tasks"] != self.num_tasks:
+            raise ValueError(f"state is not a FAMO state for {self.num_tasks} tasks: {state.get('kind')!r}")
+        self.lr = float(state["lr"])
+        self.weight_decay = float(state["weight_decay"])
+        self.betas = (float(state["betas"][0]), float(state["betas"][1]))
+        self.eps = float(state["eps"])
+        self._xi = [float(v) for v in state["xi"]]
+        self._m = [float(v) for v in state["m"]]
+        self._v = [float(v) for v in state["v"]]
+        self._t = int(state["t"])
+        self._prev_log = None if state["prev_log"] is None else [float(v) for v in state["prev_log"]]

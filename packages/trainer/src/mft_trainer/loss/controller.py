@@ -29,8 +29,9 @@ import torch.distributed as dist
 from rich.table import Table
 
 from mft_trainer.config.loss import LossConfig
-from mft_trainer.loss.balancers import CoBaBalancer, SelfPacedBalancer
+from mft_trainer.loss.balancers import CoBaBalancer, FamoBalancer, SelfPacedBalancer
 from mft_trainer.loss.early_stopping import EarlyStopping
+from mft_trainer.loss.modes import TASK_MODES
 from mft_trainer.loss.step import StepLoss, StepLossResult
 from mft_trainer.loss.validation import (
     BalancerSlice,
@@ -56,7 +57,7 @@ class StepReport:
 
 
 class BalancingController:
-    """Owns the StepLoss, the balancer (self-paced or CoBa), validation and early stopping of one run.
+    """Owns the StepLoss, the balancer (self-paced, CoBa or FAMO), validation and early stopping of one run.
 
     Every rank builds one with its own share of the validation micro-batches and calls every method at the same
     steps (validation and balancer updates all-reduce). All state needed for an exact resume is in
@@ -95,7 +96,7 @@ class BalancingController:
             gamma=cfg.gamma,
             process_group=process_group,
         )
-        self.balancer: SelfPacedBalancer | CoBaBalancer | None = None
+        self.balancer: SelfPacedBalancer | CoBaBalancer | FamoBalancer | None = None
         self.update_every = 1
         if self.mode == "coba":
             c = cfg.coba
@@ -105,6 +106,10 @@ class BalancingController:
             s = cfg.self_paced
             self.balancer = SelfPacedBalancer(K, history=s.history, scale=s.scale)
             self.update_every = s.update_every
+        elif self.mode == "famo":
+            f = cfg.famo
+            self.balancer = FamoBalancer(K, lr=f.lr, weight_decay=f.weight_decay)
+            self.update_every = f.update_every
         self.slice: BalancerSlice | None = None
         self.valid_batches = list(valid_batches)
         if self.balancer is not None:
@@ -137,7 +142,7 @@ class BalancingController:
         return w / w.sum() if w.sum() > 0 else w
 
     def _apply_weights(self) -> None:
-        if self.step_loss.mode in ("task", "task_sample", "focal_sample", "focal_task"):
+        if self.step_loss.mode in TASK_MODES:
             self.step_loss.set_task_weights(self.task_weights)
 
     def _named(self, values: torch.Tensor) -> dict[str, float]:

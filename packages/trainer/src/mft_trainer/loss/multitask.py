@@ -39,6 +39,10 @@ import torch
 
 from mft_trainer.loss.modes import TASK_MODES, check_combine_mode
 
+# FAMO's log L_k needs L_k > 0; FAMO adds 1e-8 to every task loss, we floor it there (a task loss is never that low
+# in practice, so the value is the unfloored one).
+FAMO_FLOOR = 1e-8
+
 # (1 - p)^gamma has an infinite derivative at p = 1 when gamma < 1; this floor keeps it finite and changes the value
 # by less than float32 resolution.
 _FOCAL_FLOOR = 1e-12
@@ -85,6 +89,24 @@ def focal_task_grad(prob: torch.Tensor, alpha: torch.Tensor, gamma: float) -> to
     return -alpha * grad
 
 
+def famo_terms(task_loss: torch.Tensor, share: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """FAMO's ``(log L_k, c)`` for task losses ``L_k`` and normalised weights ``z_k`` (zero for absent tasks).
+
+    ``c = 1 / sum_{k present} z_k / L_k`` (0 when no task is present); ``log L_k`` is 0 for an absent task.
+    """
+    floored = task_loss.clamp_min(FAMO_FLOOR)
+    logs = torch.where(present, torch.log(floored), torch.zeros_like(floored))
+    inverse = torch.where(present, share / floored.detach(), torch.zeros_like(floored))
+    total = float(inverse.sum())
+    return logs, (1.0 / total if total > 0 else 0.0)
+
+
+def famo_combine(task_loss: torch.Tensor, share: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 4 as FAMO computes it: ``c sum_k z_k log L_k`` with ``c`` treated as a constant."""
+    logs, c = famo_terms(task_loss, share, present)
+    return c * (share * logs).sum()
+
+
 def multitask_loss(
     token_loss: torch.Tensor,
     mask: torch.Tensor,
@@ -103,9 +125,10 @@ def multitask_loss(
         mask: 1-D, nonzero where the token is supervised.
         task_ids: 1-D int, task index per token (``-1`` on padding).
         sample_ids: 1-D int, global sample index per token (``-1`` on padding).
-        mode: one of ``token``, ``sample``, ``task``, ``task_sample``, ``focal_sample``, ``focal_task``.
+        mode: one of ``token``, ``sample``, ``task``, ``task_sample``, ``focal_sample``, ``focal_task``, ``famo``.
         num_tasks: ``K``, the number of tasks of the dataset.
-        task_weights: 1-D, ``w_k`` per task (ones if None); used by the task-balanced modes only.
+        task_weights: 1-D, ``w_k`` per task (ones if None); used by the task-balanced modes only (for ``famo``
+            FAMO's ``z = softmax(xi)``, which :class:`mft_trainer.loss.balancers.FamoBalancer` sets).
         alpha: 1-D, focal ``alpha_k`` per task (ones if None); focal modes only.
         gamma: focal exponent (focal modes only; 0 makes ``focal_sample`` equal to ``task_sample``).
 
@@ -123,6 +146,12 @@ def multitask_loss(
                                                                                               (paper Eq. 2)
         focal_task    P_k = (1/M_k) sum_{s in k} (1/n_s) sum_{t in s} p_t
                       L = sum_{k in K+} (w_k/W) [-alpha_k (1-P_k)^gamma log P_k]              (paper Eq. 3)
+        famo          L_k = (1/n_k) sum_{t in k} l_t,  z_k = w_k/W,  c = 1 / sum_{k in K+} z_k / L_k  (no gradient)
+                      L = c sum_{k in K+} z_k log L_k                                         (paper Eq. 4)
+
+    ``famo`` is FAMO's weighted loss (Liu et al. 2023, ``get_weighted_loss`` of its code): its gradient
+    ``c sum_k z_k grad(L_k) / L_k`` is a convex combination of the task gradients with weights ``c z_k / L_k``
+    (summing to 1), so its scale stays that of one task loss while every task's *relative* improvement counts.
 
     With ``w_k = 1`` the factor ``w_k/W`` is the papers' ``1/N`` over the tasks present. A step with no supervised
     token gives a zero loss that still carries the graph.
@@ -171,10 +200,12 @@ def multitask_loss(
             raise ValueError("task weights of the tasks present in the step sum to 0")
         task_share = task_share / task_share.sum()
 
-    if mode == "task":
+    if mode in ("task", "famo"):
         task_means = sum_task.new_zeros(num_tasks).index_add(
             0, tasks, losses.to(acc_dtype)
         ) / n_task.clamp_min(1)
+        if mode == "famo":
+            return famo_combine(task_means, task_share, present).to(token_loss.dtype), per_task
         return (task_share * task_means).sum().to(token_loss.dtype), per_task
 
     # Sample-level modes: a sample is a distinct sample id.

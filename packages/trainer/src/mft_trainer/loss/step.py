@@ -19,8 +19,15 @@ import torch.distributed as dist
 
 from mft_trainer.data.packing import IGNORE_INDEX
 from mft_trainer.distributed import is_distributed
-from mft_trainer.loss.modes import SAMPLE_MODES, TASK_MODES, check_combine_mode
-from mft_trainer.loss.multitask import focal_task_grad, focal_task_terms, focal_token_loss, task_vector
+from mft_trainer.loss.modes import PROBE_MODES, SAMPLE_MODES, TASK_MODES, check_combine_mode
+from mft_trainer.loss.multitask import (
+    FAMO_FLOOR,
+    famo_terms,
+    focal_task_grad,
+    focal_task_terms,
+    focal_token_loss,
+    task_vector,
+)
 
 
 @dataclass
@@ -53,7 +60,7 @@ class StepLoss:
     Protocol (one optimizer step)::
 
         step_loss.begin_step(micro_batches)   # global counts: all micro-batches of this rank, all-reduced over ranks
-        if step_loss.needs_probe:             # focal_task only
+        if step_loss.needs_probe:             # focal_task and famo
             with torch.no_grad():
                 for mb in micro_batches: step_loss.probe(token_losses(mb), mb)
             step_loss.finish_probe()
@@ -80,7 +87,15 @@ class StepLoss:
     ``p_t`` once the global ``P_k`` is known. The probe pass (no grad) accumulates ``P_k``; ``finish_probe``
     all-reduces it; then each micro-batch returns ``sum_t g_k c'_t (p_t - stopgrad(p_t)) + L n_mb / N`` with
     ``g_k = (w_k/W) f_k'(P_k)``: the first term carries the exact gradient and is 0 in value, the second spreads
-    the value of ``L`` over micro-batches by token share. With dropout active, the probe and gradient passes draw
+    the value of ``L`` over micro-batches by token share.
+
+    ``famo`` (paper Eq. 4, FAMO's weighted loss) is ``L = c sum_k z_k log L_k`` with ``L_k = sum_{t in k} l_t / n_k``
+    and the constant ``c = 1 / sum_k z_k / L_k``; its gradient ``sum_t g_k (1/n_k) dl_t/dtheta`` with
+    ``g_k = c z_k / L_k`` is linear in ``l_t`` once the global ``L_k`` is known. The probe accumulates ``L_k``, then
+    each micro-batch returns ``sum_t g_k (1/n_k) (l_t - stopgrad(l_t)) + L n_mb / N``, as for ``focal_task``; the
+    ``task_weights`` of its result are the applied ``g_k`` (they sum to 1 over the tasks present).
+
+    With dropout active, the probe and gradient passes draw
     different dropout masks unless the loop replays the RNG state: ``g_k`` then comes from the probe's masks and
     ``dp_t`` from the gradient pass's (exact without dropout, as in evaluation-mode tests).
     """
@@ -123,8 +138,8 @@ class StepLoss:
 
     @property
     def needs_probe(self) -> bool:
-        """True when the step needs a no-grad probe pass before the gradient pass (``focal_task``)."""
-        return self.mode == "focal_task"
+        """True when the step needs a no-grad probe pass before the gradient pass (``focal_task``, ``famo``)."""
+        return self.mode in PROBE_MODES
 
     # ---- step protocol ---------------------------------------------------------------------------------------------
     def begin_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> None:
@@ -182,6 +197,8 @@ class StepLoss:
             factor = torch.full((K,), 1.0 / max(self._tokens, 1.0), dtype=torch.float64)
         elif self.mode == "task":
             factor = self._share / n_task.clamp_min(1)
+        elif self.mode == "famo":  # c'_t = 1/n_k: the probe sums each task's token mean L_k
+            factor = torch.where(n_task > 0, 1.0 / n_task.clamp_min(1), torch.zeros_like(n_task))
         elif self.mode == "sample":
             factor = torch.full((K,), 1.0 / max(self._num_samples, 1), dtype=torch.float64)
         else:  # task_sample, focal_sample, focal_task (c'_t)
@@ -275,18 +292,22 @@ class StepLoss:
             )
 
     def probe(self, token_loss: torch.Tensor, mb: dict[str, torch.Tensor]) -> None:
-        """Accumulate this micro-batch's share of ``P_k`` (focal_task); call under ``torch.no_grad()``."""
+        """Accumulate this micro-batch's share of ``P_k`` (focal_task) or ``L_k`` (famo); under ``torch.no_grad()``."""
         self._check_in_step(token_loss, mb)
         if not self.needs_probe:
             raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
         coef, tasks = self._coefficients(mb, token_loss.detach())
-        contrib = (coef * torch.exp(-token_loss.detach())).reshape(-1).to(torch.float64)
+        supervised = mb["targets"].to(token_loss.device) != IGNORE_INDEX
+        values = torch.where(supervised, token_loss.detach(), torch.zeros_like(token_loss.detach()))
+        if self.mode == "focal_task":
+            values = torch.exp(-values)
+        contrib = (coef * values).reshape(-1).to(torch.float64)
         if self._prob is None:
             self._prob = torch.zeros(self.num_tasks, dtype=torch.float64, device=token_loss.device)
         self._prob.index_add_(0, tasks.reshape(-1), contrib)
 
     def finish_probe(self) -> None:
-        """All-reduce ``P_k`` over ranks and fix the focal_task gradient factors ``g_k`` and the loss value."""
+        """All-reduce ``P_k`` (``L_k``) over ranks and fix the gradient factors ``g_k`` and the loss value."""
         if not self.needs_probe:
             raise RuntimeError(f"mode {self.mode!r} needs no probe pass")
         prob = torch.zeros(self.num_tasks, dtype=torch.float64) if self._prob is None else self._prob
@@ -295,11 +316,18 @@ class StepLoss:
             dist.all_reduce(prob, group=self.process_group)
         prob = prob.cpu()
         present = self._n_task > 0
-        terms = torch.where(present, focal_task_terms(prob, self.alpha, self.gamma), torch.zeros_like(prob))
-        self._focal_value = float((self._share * terms).sum())
-        self._grad_factor = torch.where(
-            present, self._share * focal_task_grad(prob, self.alpha, self.gamma), torch.zeros_like(prob)
-        )
+        if self.mode == "famo":
+            logs, c = famo_terms(prob, self._share, present)
+            self._focal_value = c * float((self._share * logs).sum())
+            self._grad_factor = torch.where(
+                present, c * self._share / prob.clamp_min(FAMO_FLOOR), torch.zeros_like(prob)
+            )
+        else:
+            terms = torch.where(present, focal_task_terms(prob, self.alpha, self.gamma), torch.zeros_like(prob))
+            self._focal_value = float((self._share * terms).sum())
+            self._grad_factor = torch.where(
+                present, self._share * focal_task_grad(prob, self.alpha, self.gamma), torch.zeros_like(prob)
+            )
         self._probe_prob = torch.where(present, prob, torch.full_like(prob, math.nan))
         self._tables = {}
         self._probe_done = True
@@ -318,12 +346,12 @@ class StepLoss:
             self._sum_task = torch.zeros(self.num_tasks, dtype=torch.float64, device=token_loss.device)
             self._value = torch.zeros(1, dtype=torch.float64, device=token_loss.device)
         self._sum_task.index_add_(0, tasks.reshape(-1), masked.detach().reshape(-1).to(torch.float64))
-        if self.mode == "focal_task":
+        if self.mode in PROBE_MODES:
             if not self._probe_done:
-                raise RuntimeError("focal_task needs the probe pass (probe + finish_probe) before micro_loss")
+                raise RuntimeError(f"{self.mode} needs the probe pass (probe + finish_probe) before micro_loss")
             g = self._grad_factor.to(token_loss.device, token_loss.dtype)[tasks]
-            prob = torch.exp(-masked)
-            surrogate = (g * coef * (prob - prob.detach())).sum()
+            value = torch.exp(-masked) if self.mode == "focal_task" else masked
+            surrogate = (g * coef * (value - value.detach())).sum()
             share = supervised.sum().item() / self._tokens if self._tokens > 0 else 0.0
             loss = surrogate + self._focal_value * share
         elif self.mode == "focal_sample":
@@ -352,7 +380,9 @@ class StepLoss:
             sum_task / self._n_task.clamp_min(1),
             torch.full((K,), math.nan, dtype=torch.float64),
         )
-        if self.mode in TASK_MODES:
+        if self.mode == "famo":
+            applied = self._grad_factor.clone() if self._probe_done else self._share.clone()
+        elif self.mode in TASK_MODES:
             applied = self._share.clone()
         elif self.mode == "token":
             applied = self._n_task / max(self._tokens, 1.0)
