@@ -35,3 +35,11 @@ def seeded(output: Path, seed: int, counter: str) -> None:
     _count(counter)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps({"seed": seed}))
+
+
+def pair(output: Path, data: str, weight: float, counter: str) -> None:
+    """A matrix cell: reads its seed's stage output, reports that seed and its arm's weight."""
+    _count(counter)
+    seed = json.loads((Path(data) / "metrics.json").read_text())["seed"]
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").write_text(json.dumps({"seed": seed, "weight": weight}))

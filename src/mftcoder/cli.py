@@ -67,9 +67,28 @@ def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None, seed:
             "; ".join(item.reasons), duration, str(item.output),
         )
     console.print(table)
+    if pipeline.spec.matrix:
+        console.print(matrix_table(pipeline, plans))
     summary = load_summary(pipeline)
     if summary:
         print_metrics(summary)
+
+
+def matrix_table(pipeline: Any, plans: list[Any]) -> Table:
+    """One row per matrixed stage of the file: its axes, and how many of its cells are in each state."""
+    axes = ", ".join(f"{axis} ({len(values)})" for axis, values in pipeline.spec.matrix.items())
+    table = Table(title=f"matrix: {axes}")
+    states = ("done", "stale", "failed", "not run")
+    for column in ("stage", "over", "cells", *states):
+        table.add_column(column, justify="left" if column in ("stage", "over") else "right")
+    by_base: dict[str, list[Any]] = {}
+    for item in plans:
+        if item.stage.base is not None:
+            by_base.setdefault(item.stage.base, []).append(item)
+    for base, items in by_base.items():
+        counts = [sum(i.state == state for i in items) for state in states]
+        table.add_row(base, " × ".join(items[0].stage.cell), str(len(items)), *(str(c) if c else "" for c in counts))
+    return table
 
 
 def print_summary(summary: dict[str, Any]) -> None:
