@@ -147,6 +147,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     local_numel, full_numel = backend.local_parameter_numel()
     logger.log(start_step, {
         "event": "resumed" if resume_from is not None else "started", "from": str(resume_from or ""),
+        "attention": unwrap.hf_model(model).mft_attention,  # requested, implementation, device, reason
         "world_size": env.world_size, "backend": env.backend, "loss_mode": ctl.mode,
         "param_elements_this_rank": local_numel, "param_elements_full": full_numel,
         "optimizer_partition_elements_this_rank": backend.optimizer_partition_numel(),
@@ -155,7 +156,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         "balancer_slice_micro_batches_this_rank": len(ctl.slice.batches) if ctl.slice is not None else 0,
     })
     record_base = {"config": cfg.to_yaml_dict(), "dataset_manifest_hash": dataset.manifest_hash, "tasks": tasks,
-                   "world_size": env.world_size, "loss_mode": ctl.mode}
+                   "world_size": env.world_size, "loss_mode": ctl.mode, "attention": unwrap.hf_model(model).mft_attention}
 
     # ---- train loop ----------------------------------------------------------------------------------------------
     last_stop = cfg.max_steps if stop_at_step is None else min(stop_at_step, cfg.max_steps)

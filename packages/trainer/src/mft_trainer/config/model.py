@@ -2,8 +2,8 @@
 
 Everything that can be decided without loading weights is checked here, so a wrong combination fails in a
 second with the key named instead of after minutes of loading: `path` XOR `init`, an unknown `init` key for the
-chosen architecture, flash_attention_2 without flash-attn or CUDA, qlora without bitsandbytes, LoRA-only keys
-given to a full fine-tune.
+chosen architecture, flash_attention_2 without flash-attn or CUDA, torch_varlen without CUDA or in fp32, qlora
+without bitsandbytes, LoRA-only keys given to a full fine-tune.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ def flash_attn_available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA device is available (flash-attn kernels run on NVIDIA GPUs only)"
     return True, ""
+
+
+def torch_varlen_available() -> tuple[bool, str]:
+    """Whether torch's varlen attention (`torch.nn.attention.varlen`) can run here, and if not, why."""
+    from mft_trainer.model.native_attention import varlen_available
+
+    return varlen_available()
 
 
 def bitsandbytes_available() -> tuple[bool, str]:
@@ -108,8 +115,12 @@ class ModelConfig(Section):
         "AVX512-BF16/AMX), else fp32. bf16 runs under torch.autocast with fp32 trainable weights; on CUDA the "
         "frozen base of a LoRA/QLoRA model is also stored in bf16.",
     )
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        default="auto", description="auto = flash_attention_2 when flash-attn is installed and CUDA is used, else sdpa."
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention", "torch_varlen"] = Field(
+        default="auto",
+        description="How packed samples are kept apart. auto = flash_attention_2 when flash-attn is installed and "
+        "CUDA is used; else torch_varlen (torch's own flash kernels over cu_seqlens; CUDA, sm80+, bf16/fp16) on "
+        "CUDA; else sdpa (segment-wise or the 4-D mask). flex_attention = torch's flex attention with a block "
+        "mask (compiled; trains on CUDA; CPU forwards only, torch 2.13 has no CPU backward).",
     )
     gradient_checkpointing: bool = False
     moe_aux_loss_coef: float | None = Field(
@@ -131,6 +142,14 @@ class ModelConfig(Section):
             if not ok:
                 raise ValueError(f"model.attn_implementation: flash_attention_2 cannot be used: {why}; "
                                  "use auto, sdpa or eager")
+        if self.attn_implementation == "torch_varlen":
+            ok, why = torch_varlen_available()
+            if not ok:
+                raise ValueError(f"model.attn_implementation: torch_varlen cannot be used: {why}; "
+                                 "use auto, sdpa or eager")
+            if self.dtype == "fp32":
+                raise ValueError("model.attn_implementation: torch_varlen runs flash kernels in bf16/fp16 only, "
+                                 "but model.dtype is fp32; use model.dtype auto or bf16")
         return self
 
     @property

@@ -1,7 +1,8 @@
 """Packed attention: samples packed in one row never see each other.
 
 Two ways for sdpa (and the 4-D mask for eager); flash_attention_2 (CUDA) gets only `position_ids`, from which
-transformers derives the varlen boundaries.
+transformers derives the varlen boundaries. torch's own kernels (flex attention, varlen) are in
+`native_attention.py`.
 
 The 4-D additive block-causal mask (`data.packing.block_causal_mask`), one row, two segments, L = 6:
 

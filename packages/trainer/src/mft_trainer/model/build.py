@@ -3,9 +3,12 @@
     build_model(model_cfg, peft_cfg, vocab_size=V, device="cpu")   -> nn.Module (HF model or PeftModel), train mode
 
 Precision: trainable weights are fp32 and the forward runs under bf16 autocast where the device has bf16
-(`forward.token_losses` applies it); on CUDA the frozen base of lora/qlora is stored in the compute dtype. sdpa
-models are switched to segment-wise attention (`attention.py`); a model type outside the verified list is probed
-for packed-segment isolation once, here.
+(`forward.token_losses` applies it); on CUDA the frozen base of lora/qlora is stored in the compute dtype.
+
+Packed attention (`attention_choice`): sdpa models are switched to segment-wise attention (`attention.py`);
+torch_varlen models to `native_attention.TORCH_VARLEN`; flex_attention is transformers' own. The choice and its
+reason are kept on the model as `mft_attention` (mft-train logs and records it). A model type outside the verified
+list is probed for packed-segment isolation once, here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from mft_trainer.config.model import ModelConfig, ModelInit, PeftSettings, flash
 from mft_trainer.model.attention import PACKING_VERIFIED_MODEL_TYPES, set_packed_attention
 from mft_trainer.model.forward import verify_packing_isolation
 from mft_trainer.model.moe import expert_counts
+from mft_trainer.model.native_attention import (
+    TORCH_VARLEN,
+    flex_available,
+    register_torch_varlen,
+    varlen_available,
+)
 
 _INIT_BASES: set[str] = set()  # temp dirs holding init-built base weights (copied into adapter checkpoints)
 
@@ -62,20 +71,76 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     raise ValueError(f"model.dtype: {dtype!r}; expected auto, bf16 or fp32")
 
 
-def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:
-    """`auto` -> flash_attention_2 when flash-attn is installed and the device is CUDA, else sdpa."""
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention", "torch_varlen")
+
+
+def attention_choice(requested: str, device: torch.device | str,
+                     compute_dtype: torch.dtype = torch.bfloat16) -> tuple[str, str]:
+    """The packed-attention path for `model.attn_implementation` on `device`, and why (for logs and errors).
+
+    `auto`, in order: flash_attention_2 when the flash-attn package is installed and the device is CUDA; else
+    torch_varlen (torch's own flash kernels over `cu_seqlens`) on a CUDA GPU of compute capability >= 8.0 with a
+    bf16/fp16 compute dtype; else sdpa (segment-wise or the 4-D mask per micro-batch, `attention.py`). Never
+    flex_attention: it has no backward on the CPU in torch 2.13, and on CUDA varlen runs the same flash kernels
+    without a compile (benchmarks/gpu_check.py measures both there). So `auto` never needs flash-attn on CUDA.
+
+    Args:
+        requested: one of `ATTN_IMPLEMENTATIONS`.
+        device: the training device.
+        compute_dtype: what `resolve_dtype` gave (the flash kernels take bf16/fp16 only).
+
+    Returns:
+        `(implementation, reason)`: one of sdpa, eager, flash_attention_2, flex_attention, torch_varlen.
+
+    Raises:
+        ValueError: naming `model.attn_implementation` when the requested path cannot run here.
+    """
     device = torch.device(device)
+    half = compute_dtype in (torch.bfloat16, torch.float16)
     if requested == "auto":
-        ok, _ = flash_attn_available()
-        return "flash_attention_2" if ok and device.type == "cuda" else "sdpa"
+        ok, why = flash_attn_available()
+        if ok and device.type == "cuda":
+            return "flash_attention_2", "auto: flash-attn is installed and the device is CUDA"
+        varlen_ok, varlen_why = varlen_available(device)
+        if varlen_ok and half:
+            return "torch_varlen", f"auto: CUDA without flash-attn ({why}); torch's varlen_attn needs no package"
+        if device.type == "cuda":
+            reason = varlen_why or f"the compute dtype is {compute_dtype} (varlen_attn takes bf16/fp16)"
+            return "sdpa", f"auto: torch_varlen cannot run ({reason}); segment-wise sdpa or the 4-D mask"
+        return "sdpa", f"auto: {device.type} device; segment-wise sdpa or the 4-D mask per micro-batch"
     if requested == "flash_attention_2":
         ok, why = flash_attn_available()
         if not ok or device.type != "cuda":
             raise ValueError(f"model.attn_implementation: flash_attention_2 cannot run on {device}: "
                              f"{why or 'it needs a CUDA device'}")
-    if requested not in ("sdpa", "eager", "flash_attention_2"):
-        raise ValueError(f"model.attn_implementation: {requested!r}; expected auto, sdpa, eager or flash_attention_2")
-    return requested
+    elif requested == "torch_varlen":
+        ok, why = varlen_available(device)
+        if not ok:
+            raise ValueError(f"model.attn_implementation: torch_varlen cannot run on {device}: {why}; "
+                             "use auto, sdpa or flash_attention_2")
+        if not half:
+            raise ValueError(f"model.attn_implementation: torch_varlen runs flash kernels in bf16/fp16 only, and "
+                             f"model.dtype resolved to {compute_dtype}; use model.dtype bf16 or auto")
+    elif requested == "flex_attention":
+        ok, why = flex_available()
+        if not ok:
+            raise ValueError(f"model.attn_implementation: flex_attention cannot be used: {why}")
+    elif requested not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"model.attn_implementation: {requested!r}; expected one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    return requested, "requested"
+
+
+def resolve_attn_implementation(requested: str, device: torch.device | str,
+                                compute_dtype: torch.dtype = torch.bfloat16) -> str:
+    """The implementation of `attention_choice` (without the reason)."""
+    return attention_choice(requested, device, compute_dtype)[0]
+
+
+def _unsupported_attention(attn: str, *, init: str | None, exc: Exception) -> ValueError:
+    """transformers' refusal of an attention implementation for a model class, with our key named."""
+    what = f"model type {init!r}" if init else "this model"
+    return ValueError(f"model.attn_implementation: {attn} is not supported by {what} in transformers "
+                      f"({str(exc).splitlines()[0][:200]}); use auto or sdpa")
 
 
 # ------------------------------------------------------------------------------------------------- tokenizer
@@ -125,7 +190,7 @@ def _quantization_config(compute_dtype: torch.dtype, device: torch.device) -> An
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-        # bf16 storage lets FSDP/ZeRO-3 shard the packed 4-bit weights like any bf16 tensor (REFERENCE.md section 5).
+        # bf16 storage lets FSDP/ZeRO-3 shard the packed 4-bit weights like any bf16 tensor (docs/reference.md §5).
         bnb_4bit_quant_storage=compute_dtype if device.type == "cuda" else torch.uint8,
     )
 
@@ -141,8 +206,12 @@ def build_model(
     from transformers import AutoModelForCausalLM
 
     device = torch.device(device)
-    attn = resolve_attn_implementation(model_cfg.attn_implementation, device)
     compute_dtype = resolve_dtype(model_cfg.dtype, device)
+    attn, attn_reason = attention_choice(model_cfg.attn_implementation, device, compute_dtype)
+    hf_attn = attn  # the name transformers dispatches on
+    if attn == "torch_varlen":
+        register_torch_varlen()
+        hf_attn = TORCH_VARLEN
     frozen_base = peft_cfg.method in ("lora", "qlora")
     store_dtype = compute_dtype if (device.type == "cuda" and frozen_base) else torch.float32
 
@@ -150,7 +219,12 @@ def build_model(
     model: nn.Module | None = None
     if model_cfg.init is not None:
         config = build_init_config(model_cfg.init, vocab_size)
-        fresh = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=torch.float32)
+        try:
+            fresh = AutoModelForCausalLM.from_config(config, attn_implementation=hf_attn, dtype=torch.float32)
+        except ValueError as exc:
+            if attn in ("sdpa", "eager"):
+                raise
+            raise _unsupported_attention(attn, init=model_cfg.init.model_type, exc=exc) from exc
         if frozen_base:
             # A LoRA adapter must name a base that can be loaded again (Contract 2): keep the random init on disk.
             source = _materialise_init_base(fresh)
@@ -160,7 +234,7 @@ def build_model(
             model = fresh.to(store_dtype)
     if model is None:
         assert source is not None
-        kwargs: dict[str, Any] = {"dtype": store_dtype, "attn_implementation": attn,
+        kwargs: dict[str, Any] = {"dtype": store_dtype, "attn_implementation": hf_attn,
                                   "trust_remote_code": model_cfg.trust_remote_code}
         if peft_cfg.method == "qlora":
             kwargs["quantization_config"] = _quantization_config(compute_dtype, device)
@@ -169,6 +243,8 @@ def build_model(
         try:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
+            if attn not in ("sdpa", "eager") and "attention" in str(exc):
+                raise _unsupported_attention(attn, init=None, exc=exc) from exc
             raise ValueError(f"model.path: cannot load a causal LM from {source!r}: {exc}") from exc
 
     rows = model.get_input_embeddings().weight.shape[0]
@@ -211,6 +287,9 @@ def build_model(
 
     hf.mft_autocast_dtype = compute_dtype if compute_dtype != torch.float32 else None
     hf.mft_attn_implementation = attn
+    # What mft-train logs in its first lines and records in mft_train.json.
+    hf.mft_attention = {"requested": model_cfg.attn_implementation, "implementation": attn, "device": str(device),
+                        "reason": attn_reason}
     hf.mft_packing_isolation = {}
     if attn == "sdpa":
         set_packed_attention(model, "segments")  # per micro-batch, where it pays: segment_attention_pays

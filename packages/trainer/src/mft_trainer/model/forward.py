@@ -4,6 +4,9 @@
 
 The batch is the packed micro-batch of `data.packing.collate_rows` (`input_ids`, `targets` already shifted,
 `position_ids` restarting per segment, `segment_ids` with 0 for padding, `task_ids`, `sample_ids`; all [B, L]).
+How its segments are isolated depends on `attn_implementation` (what `build.attention_choice` resolved): sdpa
+gets segment spans or the 4-D block mask (`attention.py`), eager the mask, flex_attention a BlockMask and
+torch_varlen `cu_seqlens` (`native_attention.py`), flash_attention_2 the restarting position ids.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from mft_trainer.model.attention import (
     uses_segment_attention,
 )
 from mft_trainer.model.moe import capture_router_logits, expert_counts, load_balancing_loss, router_recorder
+from mft_trainer.model.native_attention import (
+    _VARLEN_STATE,
+    VARLEN_KWARG,
+    check_flex_can_run,
+    flex_block_mask,
+    varlen_boundaries,
+)
 from mft_trainer.model.unwrap import hf_model
 
 
@@ -97,12 +107,22 @@ def _forward(model: nn.Module, hf: nn.Module, batch: Mapping[str, torch.Tensor],
             # All ones: transformers builds no 4-D mask (and does not guess packing from position_ids).
             kwargs["attention_mask"] = torch.ones_like(batch["segment_ids"])
             kwargs[SEGMENT_SPANS_KWARG] = spans
+    varlen = attn_implementation == "torch_varlen"
     if not segments and attn_implementation in ("sdpa", "eager"):
         kwargs["attention_mask"] = packing.block_causal_mask(batch["segment_ids"], _compute_dtype(hf, autocast_dtype))
+    elif attn_implementation == "flex_attention":
+        check_flex_can_run(input_ids.device)
+        kwargs["attention_mask"] = flex_block_mask(batch["segment_ids"])  # transformers passes a BlockMask through
+    elif varlen:
+        # All ones: transformers builds no 4-D mask; the boundaries carry the isolation.
+        kwargs["attention_mask"] = torch.ones_like(batch["segment_ids"])
+        kwargs[VARLEN_KWARG] = varlen_boundaries(batch["segment_ids"])
     elif attn_implementation not in ("sdpa", "flash_attention_2"):
-        raise ValueError(f"attn_implementation: {attn_implementation!r}; expected sdpa, eager or flash_attention_2")
+        raise ValueError(f"attn_implementation: {attn_implementation!r}; expected sdpa, eager, flash_attention_2, "
+                         "flex_attention or torch_varlen")
     recorder = router_recorder(hf) if expert_counts(hf.config) is not None else None
     _SEGMENT_STATE.expected = segments
+    _VARLEN_STATE.expected = varlen
     try:
         with _autocast(input_ids.device, autocast_dtype), _lm_head_only_at(hf, keep) as head_calls:
             if recorder is None:
@@ -113,6 +133,7 @@ def _forward(model: nn.Module, hf: nn.Module, batch: Mapping[str, torch.Tensor],
                 router = list(router_logits)
     finally:
         _SEGMENT_STATE.expected = False
+        _VARLEN_STATE.expected = False
     if keep is not None and len(head_calls) != 1:
         raise RuntimeError(f"expected the LM head to run once per forward, it ran {len(head_calls)} times")
     return logits, router
