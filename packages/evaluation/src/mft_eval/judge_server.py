@@ -44,6 +44,8 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "localtime", "timezone", "passwd", "group", "nsswitch.conf", "hosts",
              "host.conf", "mime.types")
 SANDBOX_MOUNT = "/opt/mft-eval"
+TMP_BYTES = 256 << 20
+SHM_BYTES = 64 << 20
 
 
 # -------------------------------------------------------------------------------------------------- the judge
@@ -255,7 +257,9 @@ def bwrap_command(python: str, server: str, uid: int | None) -> list[str]:
                 made.add(parent)
         cmd += ["--ro-bind", path, path]
     cmd += ["--perms", "0755", "--dir", os.path.dirname(SANDBOX_MOUNT), "--ro-bind", HERE, SANDBOX_MOUNT, "--proc", "/proc", "--dev", "/dev",
-            "--perms", "01777", "--tmpfs", "/tmp", "--perms", "01777", "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--"]
+            # sized, since a tmpfs is memory: a program filling it is stopped at ENOSPC
+            "--perms", "01777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+            "--perms", "01777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--chdir", "/tmp", "--"]
     if uid is not None:
         cmd += setpriv_command(uid)
     return cmd + [python, "-I", f"{SANDBOX_MOUNT}/{os.path.basename(server)}"]
@@ -266,6 +270,84 @@ def setpriv_command(uid: int) -> list[str]:
             "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
 
 
+class WorkerCgroup:
+    """A memory and a process limit for a worker's whole sandbox (server, program and everything it forks), where
+    root may make cgroups: cgroup v1 (``memory``, ``pids`` hierarchies) or v2 (``memory.max``, ``pids.max``)."""
+
+    def __init__(self, name: str, memory_bytes: int, pids: int) -> None:
+        self.name, self.memory_bytes, self.pids = name, memory_bytes, pids
+        self.dirs: list[str] = []
+        self.description = "none"
+
+    @staticmethod
+    def _write(path: str, value: str) -> None:
+        with open(path, "w") as f:
+            f.write(value)
+
+    def create(self) -> None:
+        if os.geteuid() != 0:
+            self.description = "none (not root)"
+            return
+        try:
+            with open("/proc/self/cgroup") as f:
+                own = {parts[1]: parts[2] for parts in (line.rstrip("\n").split(":", 2) for line in f)}
+        except OSError:
+            self.description = "none (no /proc/self/cgroup)"
+            return
+        try:
+            if os.path.exists("/sys/fs/cgroup/cgroup.controllers") and "" in own:  # unified (v2) hierarchy
+                parent = "/sys/fs/cgroup" + own[""].rstrip("/")
+                self._write(os.path.join(parent, "cgroup.subtree_control"), "+memory +pids")
+                path = os.path.join(parent, self.name)
+                os.makedirs(path, exist_ok=True)
+                self.dirs.append(path)
+                self._write(os.path.join(path, "memory.max"), str(self.memory_bytes))
+                self._write(os.path.join(path, "pids.max"), str(self.pids))
+                version = "v2"
+            else:
+                for controller, limits in (("memory", [("memory.limit_in_bytes", self.memory_bytes),
+                                                      ("memory.memsw.limit_in_bytes", self.memory_bytes)]),
+                                           ("pids", [("pids.max", self.pids)])):
+                    if controller not in own:
+                        raise OSError(f"no {controller} controller")
+                    path = f"/sys/fs/cgroup/{controller}{own[controller].rstrip('/')}/{self.name}"
+                    os.makedirs(path, exist_ok=True)
+                    self.dirs.append(path)
+                    for file, value in limits:
+                        if file.startswith("memory.memsw") and not os.path.exists(os.path.join(path, file)):
+                            continue  # no swap accounting: nothing to limit
+                        self._write(os.path.join(path, file), str(value))
+                version = "v1"
+        except OSError as exc:
+            self.remove()
+            self.description = f"none ({exc.strerror or exc})"
+            return
+        self.description = f"memory {self.memory_bytes >> 20} MiB, {self.pids} processes per worker (cgroup {version})"
+
+    def enter(self) -> None:
+        """In the sandbox's first process, before it execs bubblewrap (so everything it starts is inside)."""
+        for path in self.dirs:
+            self._write(os.path.join(path, "cgroup.procs"), str(os.getpid()))
+
+    def holds(self, pid: int) -> bool:
+        try:
+            return all(str(pid) in open(os.path.join(p, "cgroup.procs")).read().split() for p in self.dirs)
+        except OSError:
+            return False
+
+    def remove(self) -> None:
+        for path in reversed(self.dirs):
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)  # the killed processes are still leaving
+        self.dirs = []
+
+
 class CandidateSandbox:
     """The sandbox server of this worker, restarted whenever a program breaks it."""
 
@@ -274,6 +356,7 @@ class CandidateSandbox:
         self.proc: subprocess.Popen | None = None
         self.ctl: socket.socket | None = None
         self.info: dict = {}
+        self.cgroup: WorkerCgroup | None = None
 
     def _env(self) -> dict[str, str]:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"),
@@ -292,7 +375,8 @@ class CandidateSandbox:
         try:
             self.proc = subprocess.Popen([*cmd, str(theirs.fileno()), json.dumps(config)], pass_fds=[theirs.fileno()],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, start_new_session=True, env=self._env(), cwd="/")
+                                         stderr=subprocess.PIPE, start_new_session=True, env=self._env(), cwd="/",
+                                         preexec_fn=self.cgroup.enter if self.cgroup and self.cgroup.dirs else None)
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -314,6 +398,8 @@ class CandidateSandbox:
             self.proc.stderr.close()
             self.proc.stderr = None
         self.info = hello
+        if self.cgroup is not None and self.cgroup.dirs and not self.cgroup.holds(self.proc.pid):
+            self.cgroup.description = "none (the sandbox could not join it)"
         return None
 
     def start(self) -> None:
@@ -321,6 +407,10 @@ class CandidateSandbox:
         if uid is not None and not shutil.which("setpriv"):
             uid = None
         server = os.path.join(HERE, "sandbox_server.py")
+        if self.cgroup is None:
+            self.cgroup = WorkerCgroup(f"mft-eval-{os.getpid()}", int(self.config.get("worker_memory_mb", 2048)) << 20,
+                                       int(self.config.get("worker_pids", 320)))
+            self.cgroup.create()
         reason = None
         if self.config.get("bubblewrap", True):
             if shutil.which("bwrap") is None:
@@ -333,6 +423,7 @@ class CandidateSandbox:
                         "network": "network-namespace", "pid": "pid-namespace", "ipc": "ipc-namespace",
                         "uid": self.info.get("uid") if uid is not None else None,
                         "capabilities": "none" if self.info.get("cap_eff") == "0000000000000000" else "kept",
+                        "cgroup": self.cgroup.description,
                     }
                     return
                 reason = f"bubblewrap failed to start: {reason}"
@@ -346,6 +437,7 @@ class CandidateSandbox:
             "mechanism": "none", "reason": reason, "filesystem": "none", "network": "none", "pid": "none",
             "ipc": "none", "uid": self.info.get("uid") if uid is not None else None,
             "capabilities": "none" if self.info.get("cap_eff") == "0000000000000000" else "kept",
+            "cgroup": self.cgroup.description,
         }
 
     def stop(self) -> None:
@@ -401,7 +493,7 @@ def run_one(sandbox: CandidateSandbox, req: dict) -> dict:
     if sent and sandbox.ctl is not None:
         try:
             wire.send(sandbox.ctl, {"stop": True})
-            if select.select([sandbox.ctl], [], [], 10)[0]:
+            if select.select([sandbox.ctl], [], [], 5)[0]:  # a healthy server answers in milliseconds
                 done = wire.recv(sandbox.ctl)
         except (EOFError, OSError, wire.WireError):
             done = None
@@ -449,6 +541,8 @@ def main() -> None:
         out.write((json.dumps(result) + "\n").encode())
         out.flush()
     sandbox.stop()
+    if sandbox.cgroup is not None:
+        sandbox.cgroup.remove()
 
 
 if __name__ == "__main__":

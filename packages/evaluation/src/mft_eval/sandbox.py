@@ -90,6 +90,9 @@ class _Server:
             "preload": self.config.preload,
             "output_cap": self.config.output_cap,
             "judge_memory_mb": max(4096, 2 * self.config.memory_mb),
+            # the whole sandbox of a worker: the program's own limit, plus the server, /tmp and /dev/shm
+            "worker_memory_mb": self.config.memory_mb + 1024,
+            "worker_pids": self.config.max_processes + 64,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(SERVER_SCRIPT), json.dumps(cfg)],
