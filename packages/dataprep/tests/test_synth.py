@@ -432,3 +432,34 @@ def test_synth_command(tmp_path: Path):
     bad.write_text("seed: 1\nnmae_syllables_min: 2\n")
     result = runner.invoke(app, ["synth", str(tmp_path / "out2"), "--config", str(bad)])
     assert result.exit_code != 0 and "nmae_syllables_min" in result.output
+
+
+def test_unseen_rewrite_task_is_written_only_when_asked_and_its_problems_work(corpus: Path, tmp_path: Path):
+    # Asked for no problems (the default, and the demo): no file, no manifest entry, the demo corpus unchanged.
+    assert not (corpus / "heldout" / "rewrite.jsonl").exists()
+    manifest = json.loads((corpus / MANIFEST).read_text(encoding="utf-8"))
+    assert "rewrite" not in manifest["tasks"] and "rewrite" not in manifest["config"]["heldout_counts"]
+
+    out = tmp_path / "with-rewrite"
+    summary = generate(out, config=SynthConfig(seed=0, scale=SMALL, heldout_counts={"rewrite": 12}))
+    assert summary.heldout_counts["rewrite"] == 12 and "rewrite" not in summary.train_counts
+    problems = [json.loads(line) for line in (out / "heldout" / "rewrite.jsonl").read_text().splitlines()]
+    assert len(problems) == 12
+    small = tmp_path / "without"
+    generate(small, config=SynthConfig(seed=0, scale=SMALL))
+    for task in TASKS:  # the training data does not depend on the unseen task
+        assert _raw_records(out, task) == _raw_records(small, task)
+    training = "\n".join(_training_texts(out))
+    for problem in problems:
+        name = problem["entry_point"]
+        header, _, rest = problem["prompt"].partition("\n")
+        assert header.startswith(f"def {name}(") and rest.startswith(
+            f'    """Rewrite the function f below under the name {name}.\n\n    def f('
+        )
+        assert problem["prompt"] not in training and "Rewrite the function" not in training
+        program = problem["prompt"] + problem["canonical_solution"]
+        assert synth_build.run_check(program, problem["test"], name)
+        assert not synth_build.run_check(problem["prompt"] + "    return None\n", problem["test"], name)
+    # The proof generate() ran covers the new task: every canonical solution passed, every mutant was rejected.
+    checks = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["checks"]
+    assert checks["canonical_passed"] == checks["mutants_rejected"] == checks["heldout_problems"]

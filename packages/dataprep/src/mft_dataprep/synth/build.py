@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import EXECUTABLE_TASKS, TASK_FORMATS, TASKS, SynthConfig
+from .config import EXECUTABLE_TASKS, HELDOUT_TASKS, TASK_FORMATS, TASKS, SynthConfig
 from .files import json_array_bytes, jsonl_bytes, sha256_bytes, sha256_file, write_atomic, yaml_string
 from .names import NameSource, reserved_words
 from .ops import DOC_WORDS, TEMPLATES, Program, Template, make_program
@@ -216,9 +216,10 @@ def build_corpus(cfg: SynthConfig) -> Corpus:
     for split in SPLITS:
         counts_for_split = cfg.heldout_counts if split == "heldout" else cfg.heldout_hard_counts
         target = corpus.heldout_counts if split == "heldout" else corpus.heldout_hard_counts
-        for task in EXECUTABLE_TASKS:
+        for task in HELDOUT_TASKS:
             count = counts_for_split.get(task, 0)
-            target[task] = count
+            if task in EXECUTABLE_TASKS or count:  # an unseen task asked for no problems leaves no trace
+                target[task] = count
             if count == 0:
                 continue
             rng = _rng(cfg.seed, split, task)
@@ -256,7 +257,7 @@ def build_corpus(cfg: SynthConfig) -> Corpus:
                 problems.append(problem)
             corpus.files[f"{split}/{task}.jsonl"] = jsonl_bytes(problems)
             corpus.records[f"{split}/{task}.jsonl"] = len(problems)
-            corpus.task_stats[task][split] = len(problems)
+            corpus.task_stats.setdefault(task, {"unseen": task not in TASKS})[split] = len(problems)
 
     corpus.checks = _prove(corpus, index, train_keys, cfg.ngram, passed, rejected, total)
     corpus.files[PREP_CONFIG] = prep_yaml(cfg, corpus.train_counts)
@@ -275,7 +276,7 @@ def _prove(
     """Re-check the held-out files as written (not the generator's intent) and raise on any violation."""
     exact = ngram_hits = hard_leaks = 0
     for split in SPLITS:
-        for task in EXECUTABLE_TASKS:
+        for task in HELDOUT_TASKS:
             data = corpus.files.get(f"{split}/{task}.jsonl")
             if data is None:
                 continue
@@ -340,6 +341,11 @@ def _manifest(cfg: SynthConfig, corpus: Corpus) -> dict[str, Any]:
     }
 
 
+def _heldout_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Every executable task's count, and an unseen task's when it has problems."""
+    return {t: counts.get(t, 0) for t in HELDOUT_TASKS if t in EXECUTABLE_TASKS or counts.get(t, 0)}
+
+
 def _summary(output_dir: Path, manifest: dict[str, Any], reused: bool) -> SynthSummary:
     cfg = manifest["config"]
     tasks = manifest["tasks"]
@@ -349,8 +355,8 @@ def _summary(output_dir: Path, manifest: dict[str, Any], reused: bool) -> SynthS
         scale=manifest["scale"],
         config_hash=manifest["config_hash"],
         train_counts={t: tasks[t]["train_records"] for t in TASKS},
-        heldout_counts={t: cfg["heldout_counts"].get(t, 0) for t in EXECUTABLE_TASKS},
-        heldout_hard_counts={t: cfg["heldout_hard_counts"].get(t, 0) for t in EXECUTABLE_TASKS},
+        heldout_counts=_heldout_counts(cfg["heldout_counts"]),
+        heldout_hard_counts=_heldout_counts(cfg["heldout_hard_counts"]),
         files={path: entry["sha256"] for path, entry in manifest["files"].items()},
         reused=reused,
     )

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 TaskName = Literal["text_to_code", "translation", "unit_tests", "code_explanation", "code_completion"]
 TASKS: tuple[str, ...] = ("text_to_code", "translation", "unit_tests", "code_explanation", "code_completion")
 EXECUTABLE_TASKS: tuple[str, ...] = ("text_to_code", "translation", "unit_tests")
+# Held-out only: a new instruction form over the same functions, written for no training task (an unseen task).
+UNSEEN_TASKS: tuple[str, ...] = ("rewrite",)
+HELDOUT_TASKS: tuple[str, ...] = (*EXECUTABLE_TASKS, *UNSEEN_TASKS)
+HeldoutTask = Literal["text_to_code", "translation", "unit_tests", "rewrite"]
 # The raw format each task is written in: MFTCoder CodeExercise `chat_rounds` JSONL or Evol instruction/output
 # pairs as one JSON array (the shape of the published Evol-instruction-66k file).
 TASK_FORMATS: dict[str, str] = {
@@ -51,10 +55,11 @@ class SynthConfig(BaseModel):
     # memory grows about 30 MB per unit of scale (the held-out n-gram index), so the cap keeps it under 1 GB
     scale: float = Field(1.0, gt=0.0, le=20.0)
     train_counts: dict[TaskName, int] = Field(default_factory=lambda: dict(DEFAULT_TRAIN))
-    heldout_counts: dict[Literal["text_to_code", "translation", "unit_tests"], int] = Field(
+    # `rewrite` (the unseen task) defaults to 0 problems: it is written only when asked for.
+    heldout_counts: dict[HeldoutTask, int] = Field(
         default_factory=lambda: dict(DEFAULT_HELDOUT)
     )
-    heldout_hard_counts: dict[Literal["text_to_code", "translation", "unit_tests"], int] = Field(
+    heldout_hard_counts: dict[HeldoutTask, int] = Field(
         default_factory=lambda: dict(DEFAULT_HELDOUT_HARD)
     )
     name_syllables_min: int = Field(2, ge=1, le=6)

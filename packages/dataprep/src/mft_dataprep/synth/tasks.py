@@ -24,6 +24,7 @@ from .program import Node, mutants, py_body, py_value
 from .wording import (
     COMPLETION_INSTRUCTION,
     EXPLAIN_INSTRUCTION,
+    REWRITE_DOC,
     TRANSLATE_DOC,
     UNIT_TEST_DOC,
     code_block,
@@ -48,6 +49,9 @@ def prompt_for(task: str, program: Program) -> str:
     if task == "unit_tests":
         shown = _indent(program.source(docstring=False))
         return f'def {test_name(program)}():\n    """{UNIT_TEST_DOC}\n\n{shown}\n    """\n'
+    if task == "rewrite":  # the unseen task: the same function in Python, to copy under a new name
+        shown = _indent("def f" + program.signature[4 + len(program.name):] + "\n" + "\n".join(program.body_lines()))
+        return f'{program.signature}\n    """{REWRITE_DOC.format(name=program.name)}\n\n{shown}\n    """\n'
     raise ValueError(f"{task!r} has no HumanEval-style prompt")
 
 

@@ -25,6 +25,9 @@ EXPLAIN_INSTRUCTION = (
     "Write a one-line docstring for this Python function that says what it returns. "
     "Answer with the whole function in a ```python code block.\n\n```python\n{code}\n```"
 )
+# The unseen task's docstring. Not in ALL_WORDINGS: those words are kept out of generated names, and adding words
+# there would change the names, hence the bytes, of every corpus.
+REWRITE_DOC = "Rewrite the function f below under the name {name}."
 LISP_WORDS = (
     "defn fn cond else if map filter reverse take take-last member length sort upcase downcase concat repeat"
 )
