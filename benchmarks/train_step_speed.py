@@ -15,10 +15,16 @@ autocast:
                    mft-train did before it computed logits only where targets are supervised)
     bare           model(input_ids, labels=input_ids) with no mask (plain causal sdpa, segments NOT isolated),
                    loss.backward(), torch.optim.AdamW defaults; a cost floor, not a correct packed trainer
+    ours-flex      model.attn_implementation: flex_attention (transformers' compiled flex attention with our
+                   segment BlockMask). Only with --forward-only on the CPU: torch 2.13's flex attention has no
+                   CPU backward, so it cannot run a training step here (the step table says so)
+
+    --forward-only times the no-grad forward of forward.token_losses instead of a step (what validation runs):
+    ours-mask, ours-segments and ours-flex (compile untimed, in the warm-up), ratios against ours-mask.
 
     .venv/bin/python benchmarks/train_step_speed.py [--seq-lengths 256,512,2048] [--tokens-per-step 4096]
         [--steps 4] [--rounds 3] [--threads 2] [--dtypes fp32,bf16] [--data evol|short|pretrain] [--model small|demo]
-        [--breakdown]
+        [--breakdown] [--forward-only]
         [--compare-threads]   (our bf16 step at 1 thread vs --threads, interleaved, instead of the systems)
 
 Tokens/s counts real (non-pad) tokens; the ratio column divides by `bare` of the same round, dtype and length,
@@ -50,6 +56,7 @@ sys.path.insert(0, str(REPO / "packages" / "trainer" / "src"))
 from mft_trainer import loop  # noqa: E402
 from mft_trainer.config import TrainConfig  # noqa: E402
 from mft_trainer.config.model import ModelConfig  # noqa: E402
+from mft_trainer.data import packing  # noqa: E402
 from mft_trainer.data.packing import best_fit_decreasing, collate_rows, make_segment  # noqa: E402
 from mft_trainer.distributed import DistEnv, wrap_model  # noqa: E402
 from mft_trainer.loss.step import StepLoss  # noqa: E402
@@ -113,13 +120,17 @@ class Ours:
     def __init__(self, dtype: str, seq: int, rows: int, packed_attention: str, state: dict[str, Any],
                  all_logits: bool = False, force_segments: bool = False) -> None:
         cfg = train_config(dtype, seq, rows)
+        self.attn = "flex_attention" if packed_attention == "flex" else "sdpa"
         # 0 makes segment_attention_pays say yes wherever there are spans; 1 is the trainer's cost model
         self.cost_scale = 0.0 if force_segments else attention.SEGMENT_COST_SCALE
         # modeling computes logits only at supervised positions when fewer than this fraction are supervised
         self.select_below = 0.0 if all_logits else forward._SELECT_LOGITS_BELOW
         self.model = build.build_model(cfg.model, cfg.peft, vocab_size=VOCAB, device="cpu")
         self.model.load_state_dict(state)
-        assert attention.set_packed_attention(self.model, packed_attention) == packed_attention
+        if self.attn == "flex_attention":
+            unwrap.hf_model(self.model).set_attn_implementation("flex_attention")
+        else:
+            assert attention.set_packed_attention(self.model, packed_attention) == packed_attention
         env = DistEnv(backend="none", rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
         self.backend = wrap_model(self.model, cfg, env)
         self.step_loss = StepLoss("token", 1)
@@ -129,12 +140,21 @@ class Ours:
         default, forward._SELECT_LOGITS_BELOW = forward._SELECT_LOGITS_BELOW, self.select_below
         scale, attention.SEGMENT_COST_SCALE = attention.SEGMENT_COST_SCALE, self.cost_scale
         try:
-            loop.forward_backward(self.backend, self.step_loss, micro, "sdpa", 1)
+            loop.forward_backward(self.backend, self.step_loss, micro, self.attn, 1)
         finally:
             forward._SELECT_LOGITS_BELOW = default
             attention.SEGMENT_COST_SCALE = scale
         self.backend.step(self.clip)
         self.step_loss.end_step()
+
+    @torch.no_grad()
+    def forward_only(self, micro: list[Batch]) -> None:
+        scale, attention.SEGMENT_COST_SCALE = attention.SEGMENT_COST_SCALE, self.cost_scale
+        try:
+            for mb in micro:
+                forward.token_losses(self.model, mb, self.attn)
+        finally:
+            attention.SEGMENT_COST_SCALE = scale
 
     def phases(self, micro: list[Batch]) -> dict[str, float]:
         scale, attention.SEGMENT_COST_SCALE = attention.SEGMENT_COST_SCALE, self.cost_scale
@@ -152,7 +172,7 @@ class Ours:
 
         spans = segment_spans(mb["segment_ids"])
         if not attention.segment_attention_pays(spans, *mb["segment_ids"].shape):
-            attention.block_causal_mask_for(mb["segment_ids"], forward._compute_dtype(hf, hf.mft_autocast_dtype))
+            packing.block_causal_mask(mb["segment_ids"], forward._compute_dtype(hf, hf.mft_autocast_dtype))
         t["mask/spans"] = time.perf_counter() - tic
         keep = mb["targets"] != -100
         select = int(keep.sum()) < self.select_below * keep.numel()
@@ -264,6 +284,8 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
     print(f"{'system':32s} {'tokens/s (median)':>18s} {'vs bare (median ratio)':>24s}")
     for name in systems:
         print(f"{name:32s} {statistics.median(rates[name]):18.0f} {statistics.median(ratios[name]):24.2f}")
+    print(f"{'ours-flex':32s} cannot train on the CPU: torch {torch.__version__}'s flex attention has no CPU "
+          "backward (see --forward-only)")
     for dtype in args.dtypes:
         seg_vs_mask = [a / b for a, b in zip(rates[f"ours-segments/{dtype}"], rates[f"ours-mask/{dtype}"],
                                              strict=True)]
@@ -288,6 +310,40 @@ def run_length(seq: int, args: argparse.Namespace) -> None:
         print(f"{'system':32s} " + " ".join(f"{p:>22s}" for p in phases))
         for name, cols in table.items():
             print(f"{name:32s} " + " ".join(f"{statistics.median(cols[p]):22.4f}" for p in phases))
+
+
+def run_forward_only(seq: int, args: argparse.Namespace) -> None:
+    """No-grad forwards (validation) of the mask, segment and flex paths, interleaved; ratios against the mask."""
+    rows = max(1, args.tokens_per_step // seq)
+    steps = [packed_batches(seq, rows, 1, args.data, seed=s) for s in range(args.steps)]
+    real = statistics.mean(int((s[0]["segment_ids"] > 0).sum()) for s in steps)
+    segs = statistics.mean(float(s[0]["segment_ids"].amax(1).float().mean()) for s in steps)
+    print(f"\n== forward only (no grad), seq {seq}, {rows} rows, {real:.0f} real tokens/micro-batch, {segs:.1f} "
+          f"segments/row, data {args.data}, {args.steps} batches x {args.rounds} rounds, {torch.get_num_threads()} "
+          "threads")
+    torch.manual_seed(0)
+    cfg = train_config("fp32", seq, rows)
+    state = build.build_model(cfg.model, cfg.peft, vocab_size=VOCAB).state_dict()
+    systems: dict[str, Ours] = {}
+    for dtype in args.dtypes:
+        systems[f"ours-mask/{dtype}"] = Ours(dtype, seq, rows, "mask", state)
+        systems[f"ours-segments/{dtype}"] = Ours(dtype, seq, rows, "segments", state, force_segments=True)
+        systems[f"ours-flex/{dtype}"] = Ours(dtype, seq, rows, "flex", state)
+    for name, system in systems.items():  # warm-up, untimed: flex compiles here
+        print(f"warm-up {name}: {timed(lambda system=system: system.forward_only(steps[0])):.1f} s", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in systems}
+    ratios: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(args.rounds):
+        round_rate = {}
+        for name, system in systems.items():
+            seconds = sum(timed(lambda s=s, system=system: system.forward_only(s)) for s in steps)
+            round_rate[name] = real * len(steps) / seconds
+        for name, rate in round_rate.items():
+            rates[name].append(rate)
+            ratios[name].append(rate / round_rate[f"ours-mask/{name.split('/')[1]}"])
+    print(f"{'system':32s} {'tokens/s (median)':>18s} {'vs ours-mask (median ratio)':>28s}")
+    for name in systems:
+        print(f"{name:32s} {statistics.median(rates[name]):18.0f} {statistics.median(ratios[name]):28.2f}")
 
 
 def compare_threads(seq: int, args: argparse.Namespace) -> None:
@@ -320,6 +376,7 @@ def main() -> None:
     parser.add_argument("--model", choices=tuple(MODELS), default="small")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--compare-threads", action="store_true")
+    parser.add_argument("--forward-only", action="store_true")
     args = parser.parse_args()
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     global MODEL_INIT
@@ -328,6 +385,8 @@ def main() -> None:
     for seq in (int(x) for x in args.seq_lengths.split(",")):
         if args.compare_threads:
             compare_threads(seq, args)
+        elif args.forward_only:
+            run_forward_only(seq, args)
         else:
             run_length(seq, args)
 

@@ -210,6 +210,30 @@ def test_varlen_path_packed_equals_unpacked(family: str, monkeypatch: pytest.Mon
     print(f"{family}: torch_varlen (CPU reference kernel) packed vs unpacked max |token loss diff| {worst:.2e}")
 
 
+def test_varlen_under_bf16_autocast_gives_the_kernel_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RoPE turns q and k into fp32 under autocast; the flash kernels take bf16/fp16 only, so the wrapper casts."""
+    packed, unpacked, lengths = packed_and_unpacked(seed=4)
+    model = build_tiny("llama").eval()
+    attention.set_packed_attention(model, "mask")
+    with torch.no_grad():
+        unpacked_loss, _ = forward.token_losses(model, unpacked, "sdpa", autocast_dtype=torch.bfloat16)
+    dtypes: list[tuple[torch.dtype, ...]] = []
+
+    @functools.wraps(reference_varlen_attn)
+    def kernel(*args, **kwargs):
+        dtypes.append(tuple(t.dtype for t in args[:3]))
+        return reference_varlen_attn(*args, **kwargs)
+
+    monkeypatch.setattr(native_attention, "varlen_kernel", lambda: kernel)
+    native_attention.register_torch_varlen()
+    unwrap.hf_model(model).set_attn_implementation(native_attention.TORCH_VARLEN)
+    with torch.no_grad():
+        packed_loss, _ = forward.token_losses(model, packed, "torch_varlen", autocast_dtype=torch.bfloat16)
+    assert dtypes and all(d == (torch.bfloat16,) * 3 for d in dtypes)
+    # bf16 rounding differs between the kernels; a leak between segments moves losses by ~0.5
+    assert_packed_equals_unpacked(packed_loss, unpacked_loss, lengths, atol=5e-2)
+
+
 def test_without_boundaries_varlen_is_transformers_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     model = build_tiny("llama").eval()
     ids = torch.randint(3, len(tiny_tokenizer()), (2, 10), generator=torch.Generator().manual_seed(0))

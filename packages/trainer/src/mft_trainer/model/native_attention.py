@@ -187,11 +187,33 @@ def torch_varlen_attention(
         groups = heads // key.shape[1]
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
 
+    target = _kernel_dtype(query, key, value)
+    if target is not None:
+        query, key, value = query.to(target), key.to(target), value.to(target)
+
     def tokens(t: torch.Tensor) -> torch.Tensor:  # [B, h, L, D] -> [B * L, h, D]
         return t.transpose(1, 2).reshape(batch * length, t.shape[1], dim)
 
     out = kernel(tokens(query), tokens(key), tokens(value), cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, **call)
     return out.view(batch, length, heads, dim), None
+
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _kernel_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.dtype | None:
+    """The dtype to cast q/k/v to for the flash kernels (bf16/fp16 only), or None to leave them.
+
+    Under autocast the projections are bf16 but RoPE multiplies q and k by fp32 cos/sin, so they arrive in fp32
+    (transformers' flash path casts them back the same way). fp32 without autocast is left as it is: build_model
+    refuses torch_varlen in fp32, and a CPU reference kernel in tests takes fp32.
+    """
+    if all(t.dtype in _HALF for t in (query, key, value)):
+        return None
+    device_type = query.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return value.dtype if value.dtype in _HALF else None
 
 
 def register_torch_varlen() -> None:
