@@ -10,6 +10,7 @@ import torch
 from loss_testkit import TinyLM, make_rows, split_rows, train_steps
 from mft_trainer.config.loss import LossConfig
 from mft_trainer.loss.controller import BalancingController
+from mft_trainer.plots import smooth
 from pydantic import ValidationError
 
 TASKS = ["code", "docs", "tests"]
@@ -117,8 +118,10 @@ def test_early_stopping_plots_and_summary(tmp_path):
     best = ctl.early_stopping.best_step
     assert [r.step for r in reports if r.is_best][-1] == best
     ctl.on_train_end(reports[-1].step, tmp_path)
-    for name in ("valid_loss_per_task.png", "task_weights.png"):
+    for name in ("valid_loss_per_task.png", "task_weights.png", "training_curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [r["step"] for r in ctl.train_records] == [r.step for r in reports]
+    assert set(ctl.train_records[0]["train"]) <= set(TASKS) and set(ctl.train_records[0]["weights"]) == set(TASKS)
     rows = ctl.summary_rows()
     assert [r["task"] for r in rows] == TASKS
     assert all(r["tokens_seen"] > 0 and r["best_step"] is not None for r in rows)
@@ -144,3 +147,12 @@ def test_loss_config_validation_names_the_key():
         LossConfig.model_validate({"mode": "famo", "famo": {"betas": [0.9, 0.99]}})
     w = LossConfig.model_validate({"task_weights": {"docs": 3.0}}).task_weight_vector(TASKS)
     assert w.tolist() == [1.0, 3.0, 1.0]
+
+
+def test_smooth_is_a_trailing_mean_that_skips_absent_steps():
+    nan = float("nan")
+    got = smooth([1.0, 3.0, nan, 5.0, 7.0], window=2)
+    assert got[:2] == [1.0, 2.0] and math.isnan(got[2]) and got[3:] == [4.0, 6.0]
+    assert smooth([2.0, 4.0], window=1) == [2.0, 4.0]
+    with pytest.raises(ValueError, match="window"):
+        smooth([1.0], window=0)

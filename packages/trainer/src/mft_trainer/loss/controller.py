@@ -41,7 +41,11 @@ from mft_trainer.loss.validation import (
     evaluate_per_task,
     split_validation,
 )
-from mft_trainer.plots import plot_task_curves
+from mft_trainer.plots import plot_task_curves, plot_training_curves
+
+# Per-step records kept for the plots (and checkpoints): above this many, every second one is dropped, so a long
+# run's curve keeps its shape at bounded size.
+MAX_TRAIN_RECORDS = 20_000
 
 
 @dataclass
@@ -128,6 +132,8 @@ class BalancingController:
         # One record per validation (and the step-0 weights): bounded by the number of validations.
         self.valid_records: list[dict[str, Any]] = []
         self.weight_records: list[dict[str, Any]] = []
+        # One record per optimizer step: per-task train loss and the weights in force (bounded, MAX_TRAIN_RECORDS).
+        self.train_records: list[dict[str, Any]] = []
         self.validation_seconds = 0.0
 
     # ---- weights -------------------------------------------------------------------------------------------------
@@ -190,6 +196,13 @@ class BalancingController:
                 m[f"train_loss/{name}"] = value
         for name, w in self._named(self.task_weights).items():
             m[f"weight/{name}"] = w
+        self.train_records.append({
+            "step": step,
+            "train": {n: m[f"train_loss/{n}"] for n in self.task_names if f"train_loss/{n}" in m},
+            "weights": {n: m[f"weight/{n}"] for n in self.task_names},
+        })
+        if len(self.train_records) > MAX_TRAIN_RECORDS:
+            self.train_records = self.train_records[::2]
 
         if self.balancer is not None and step % self.update_every == 0:
             slice_result = self.evaluate_slice()
@@ -244,10 +257,21 @@ class BalancingController:
                     ylabel="token-mean cross-entropy",
                 )
             )
-        if self.weight_records:
+        if self.train_records:
+            paths.append(
+                plot_training_curves(
+                    self.train_records,
+                    self.valid_records,
+                    self.task_names,
+                    output_dir / "training_curves.png",
+                    title=f"Per task, loss mode {self.mode}",
+                )
+            )
+        weights = self.train_records or self.weight_records  # every step when there are steps
+        if weights:
             paths.append(
                 plot_task_curves(
-                    self.weight_records,
+                    weights,
                     self.task_names,
                     "weights",
                     output_dir / "task_weights.png",
@@ -310,6 +334,7 @@ class BalancingController:
             "tokens_seen": self.tokens_seen.tolist(),
             "valid_records": self.valid_records,
             "weight_records": self.weight_records,
+            "train_records": self.train_records,
             "validation_seconds": self.validation_seconds,
         }
 
@@ -327,5 +352,6 @@ class BalancingController:
         self.tokens_seen = torch.tensor(state["tokens_seen"], dtype=torch.long)
         self.valid_records = list(state["valid_records"])
         self.weight_records = list(state["weight_records"])
+        self.train_records = list(state.get("train_records", []))  # absent in checkpoints before the records
         self.validation_seconds = float(state["validation_seconds"])
         self._apply_weights()
