@@ -9,7 +9,7 @@ per system), and the trials are interleaved round-robin because the machine is s
 Timed: optimizer steps only (forward, backward, clip, AdamW), after one untimed warm-up step; tokenization and model
 construction are excluded for every system. Non-pad tokens/s = real tokens fed to the model / timed seconds.
 TRL's BFD packing on CPU relies on position ids alone (padding-free) which, with sdpa, does NOT isolate the packed
-samples (REFERENCE.md §7): it is measured for speed only.
+samples (docs/reference.md §7): it is measured for speed only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rebuild `tiny-tokenizer/`, the byte-level BPE shipped for examples/tiny-cpu.yaml.
 
-No hub is reachable and no small code tokenizer ships in a package registry (REFERENCE.md §7), so the example uses
+No hub is reachable and no small code tokenizer ships in a package registry (docs/reference.md §7), so the example uses
 this one: 2048 tokens trained on 2 MB of the Python standard library with mft_trainer.tokenizer_build.
 
     .venv/bin/python packages/trainer/examples/build_tiny_tokenizer.py

@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 
 
 class QualityConfig(_Strict):
-    """The Evol-instruction-66k quality rules (REFERENCE.md §1), applied to pair-format code data by default."""
+    """The Evol-instruction-66k quality rules (docs/reference.md §1), applied to pair-format code data by default."""
 
     enabled: bool | Literal["auto"] = "auto"  # auto: on for pair-shaped sources (instruction/output, Alpaca, ...)
     min_instruction_words: int = Field(10, ge=0)

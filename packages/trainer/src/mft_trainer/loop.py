@@ -11,10 +11,10 @@ One optimizer step (the unit of the schedule, of checkpoints and of resume):
         backend.backward(loss)                        x world_size, since every backend averages over ranks
     backend.step(clip_grad)               clip, AdamW, LR schedule: once per optimizer step on every backend
 
-so the loss is normalised over the whole optimizer step (REFERENCE.md §3), never per micro-batch or per rank.
+so the loss is normalised over the whole optimizer step (docs/reference.md §3), never per micro-batch or per rank.
 
 The multi-task side (loss mode, self-paced/CoBa task weights, per-task validation, early stopping, plots and the
-per-task summary) is one `balancing.BalancingController`; every rank calls it at the same steps (it all-reduces):
+per-task summary) is one `loss.controller.BalancingController`; every rank calls it at the same steps (it all-reduces):
 
     fresh run: ctl.on_train_begin(0)            (CoBa's step-0 normalisers)   resume: ctl.load_state_dict(state)
     after each optimizer step: report = ctl.on_step_end(done, result)
@@ -23,8 +23,7 @@ per-task summary) is one `balancing.BalancingController`; every rank calls it at
     every checkpoint: meta.json balancer_state = ctl.state_dict()
     at the end: ctl.on_train_end(step, output_dir) -> final validation, PNGs, summary table, mft_train.json
 
-Validation runs every `eval_every` optimizer steps (TrainConfig's one cadence; `loss.validation.every` is another
-spelling of it) and at the end, on the `valid` split minus the balancer slice when `loss.validation.slice` is
+Validation runs every `eval_every` optimizer steps and at the end, on the `valid` split minus the balancer slice when `loss.validation.slice` is
 `separate`.
 """
 

@@ -133,3 +133,11 @@ def test_position_ids_alone_do_not_isolate():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
         alone = model(input_ids=torch.as_tensor(samples[1][0])[None]).logits[0]
     assert not torch.allclose(packed[batch["sample_ids"] == 1], alone, atol=1e-3)
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    from mft_trainer.data import packing
+
+    assert doctest.testmod(packing).failed == 0

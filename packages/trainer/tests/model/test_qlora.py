@@ -1,4 +1,4 @@
-"""QLoRA on this CPU (bitsandbytes 0.50 runs NF4 forward and backward here, REFERENCE.md section 7): a tiny
+"""QLoRA on this CPU (bitsandbytes 0.50 runs NF4 forward and backward here, docs/reference.md §7): a tiny
 llama is quantised to NF4 with double quantisation, only the LoRA adapters train, the adapter saves with an
 unquantised base beside it, and merging gives exactly base+adapter."""
 

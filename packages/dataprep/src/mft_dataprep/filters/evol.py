@@ -1,4 +1,4 @@
-"""The Evol-instruction-66k quality rules (REFERENCE.md §1) for pair-format code data.
+"""The Evol-instruction-66k quality rules (docs/reference.md §1) for pair-format code data.
 
 Rejects an instruction under 10 or over 1000 words, an output under 50 or over 2000 words, an output with zero or
 several fenced code blocks, code under 3 or over 100 lines, or over 200 words of prose before the code. Words are

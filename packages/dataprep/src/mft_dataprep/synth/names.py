@@ -1,6 +1,6 @@
 """Random identifiers for synthetic functions and their arguments.
 
-REFERENCE.md §7: a 2M-parameter model trained on names from a small fixed pool fails on unseen names; random
+docs/reference.md §7: a 2M-parameter model trained on names from a small fixed pool fails on unseen names; random
 names in training teach it to copy the argument names from the prompt. Names are 2 to 3 consonant-vowel
 syllables (`kobami`, `te_rovu`), sometimes with an underscore or a final consonant: about 10^6 possible names,
 never a Python keyword or builtin, never a word of the fixed instructions and docstring templates (a name

@@ -3,7 +3,7 @@
 The key hashes the dataset manifest (which lists every shard's sha256), the tokenizer (its serialized model, special
 tokens and chat template), the template config, the split, seq_length, the over-long policy and the mode, plus a
 format version. A changed key builds a new entry; an unchanged one loads by memory-mapping (a stale cache gave axolotl
-users a loss of 10 instead of 4, REFERENCE.md §4). Entries are built in a temporary directory and renamed into place,
+users a loss of 10 instead of 4, docs/reference.md §4). Entries are built in a temporary directory and renamed into place,
 so a crash never leaves an entry that looks complete; concurrent builders (several ranks) are safe, the first rename
 wins.
 

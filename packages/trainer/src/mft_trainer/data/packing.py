@@ -46,11 +46,29 @@ PAD_MULTIPLE = 8
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Pack items (by index) into bins of `capacity` with best-fit decreasing; returns bins of item indices.
+    """Pack items (by index) into bins of `capacity` with best-fit decreasing.
 
     Items are taken longest first (ties: lower index first); each goes into the open bin with the LEAST remaining room
-    that still fits it (ties: the bin opened first), else a new bin. Bins are returned in opening order, items in
-    insertion order. Written here because no maintained library offers BFD over integers this small; it is 20 lines.
+    that still fits it (ties: the bin opened first), else a new bin. Written here because no maintained library
+    offers BFD over integers this small; it is 20 lines.
+
+    Args:
+        lengths: the length of every item, each in (0, capacity].
+        capacity: the room in one bin (the row's `seq_length`).
+
+    Returns:
+        Bins of item indices, in opening order, items in insertion order.
+
+    Example::
+
+        >>> best_fit_decreasing([5, 3, 4, 2], capacity=8)
+        [[0, 1], [2, 3]]
+
+        5 opens bin 0 (room 3); 4 does not fit there and opens bin 1 (room 4); 3 goes to the tightest bin it
+        fits, bin 0 (room 3 -> 0); 2 to bin 1 (room 4 -> 2).
+
+    Raises:
+        ValueError: an item is empty or longer than `capacity`.
     """
     lengths = [int(x) for x in lengths]
     for i, n in enumerate(lengths):
@@ -89,6 +107,14 @@ class Segment:
 
 
 def make_segment(input_ids: np.ndarray, loss_mask: np.ndarray, task_id: int, sample_id: int) -> Segment:
+    """One sample as a `Segment`: its task and sample id repeated on every token.
+
+    Args:
+        input_ids: the sample's token ids `[n]`.
+        loss_mask: `[n]`, True where the token itself is supervised (not shifted).
+        task_id: the task's index in the dataset's task list.
+        sample_id: the sample's index in the tokenized split (unique, so packed neighbours stay separate samples).
+    """
     n = len(input_ids)
     return Segment(
         np.asarray(input_ids),
@@ -99,13 +125,25 @@ def make_segment(input_ids: np.ndarray, loss_mask: np.ndarray, task_id: int, sam
 
 
 def padded_length(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """The batch width for a longest row of `longest` tokens: rounded up to `multiple` (at least one multiple)."""
     return max(multiple, -(-longest // multiple) * multiple)
 
 
 def collate_rows(rows: Sequence[Sequence[Segment]], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
-    """Micro-batch of rows, each a list of segments laid side by side; tensors [B, L] int64 (see module docstring).
+    """A micro-batch of rows, each a list of segments laid side by side (the module docstring draws one row).
 
-    L is `length` if given, else the longest row rounded up to a multiple of 8.
+    Args:
+        rows: B rows; each row's segments are placed left to right, then padding.
+        pad_id: the token id of padding positions.
+        length: the batch width L; default the longest row rounded up to a multiple of 8.
+
+    Returns:
+        `input_ids`, `targets` (the next token where it is supervised, else IGNORE_INDEX; never across a segment
+        boundary), `position_ids` (restarting at 0 per segment), `segment_ids` (1, 2, ... per row, 0 = padding),
+        `task_ids` and `sample_ids` (-1 on padding): int64 tensors of shape [B, L].
+
+    Raises:
+        ValueError: a row holds more than `length` tokens.
     """
     used = [sum(len(s) for s in row) for row in rows]
     width = length if length is not None else padded_length(max(used))
@@ -142,9 +180,15 @@ def collate_rows(rows: Sequence[Sequence[Segment]], pad_id: int, length: int | N
 
 
 def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [B, 1, L, L]: 0 where key <= query in the same segment, finfo(dtype).min elsewhere.
+    """The 4-D additive block-causal mask that isolates packed segments (drawn in the module docstring).
 
-    A padding position (segment 0) attends to itself only.
+    Args:
+        segment_ids: `[B, L]`, 1, 2, ... per segment, 0 on padding.
+        dtype: the attention's compute dtype (the masked value is its most negative finite number).
+
+    Returns:
+        `[B, 1, L, L]`: 0 where the key is at or before the query in the same segment, `finfo(dtype).min`
+        elsewhere; a padding position attends to itself only (so its softmax has no NaN).
     """
     b, length = segment_ids.shape
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
@@ -161,10 +205,21 @@ def segment_spans(segment_ids: torch.Tensor) -> tuple[tuple[int, int, int], ...]
     """The attention blocks of a micro-batch: `(row, start, end)` for every run of equal `segment_ids` in a row.
 
     A padding run at the END of a row is merged into the segment before it: causal attention already keeps every
-    real token of that segment from seeing the padding after it, and padding outputs carry no loss. So rows
-    `[1 1 1 2 2 0]` and `[1 1 1 1 0 0]` give `(0, 0, 3), (0, 3, 6), (1, 0, 6)`: causal attention within each span is
-    exactly `block_causal_mask` on every real token. Padding elsewhere (not produced by `collate_rows`) stays a
-    span of its own. One host sync per micro-batch (the boundaries are read into Python once).
+    real token of that segment from seeing the padding after it, and padding outputs carry no loss. Padding
+    elsewhere (not produced by `collate_rows`) stays a span of its own. One host sync per micro-batch (the
+    boundaries are read into Python once).
+
+    Args:
+        segment_ids: `[B, L]` as `collate_rows` makes it.
+
+    Returns:
+        The spans, row by row, left to right; causal attention within each span equals `block_causal_mask` on
+        every real token.
+
+    Example::
+
+        segment_ids  row 0: 1 1 1 2 2 0      ->  (0, 0, 3), (0, 3, 6)
+                     row 1: 1 1 1 1 0 0      ->  (1, 0, 6)
     """
     if segment_ids.ndim != 2:
         raise ValueError(f"segment_ids must be [B, L], got shape {tuple(segment_ids.shape)}")
@@ -199,8 +254,21 @@ class LengthReport:
 
 
 def pad_fractions(lengths: np.ndarray, seq_length: int, micro_batch_size: int, seed: int = 0) -> LengthReport:
-    """Pad fraction of packed rows (BFD into seq_length, micro-batches of random rows, each as wide as its longest row
-    rounded up to 8, as the stream does) and of padded micro-batches (random order, same width rule)."""
+    """How much of the batch is padding with packing and without, for one split's sample lengths.
+
+    Packed: BFD into `seq_length`, micro-batches of random rows, each as wide as its longest row rounded up to 8,
+    as the stream does. Padded: one sample per row in random order, same width rule. Samples longer than
+    `seq_length` are left out of both.
+
+    Args:
+        lengths: token count of every sample.
+        seq_length: the packed row's capacity.
+        micro_batch_size: rows per micro-batch.
+        seed: the shuffle of rows and samples.
+
+    Returns:
+        A `LengthReport` with both pad fractions and the number of packed rows.
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
     lengths = lengths[lengths <= seq_length]
     rng = np.random.default_rng(seed)

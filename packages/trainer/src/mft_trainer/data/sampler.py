@@ -26,7 +26,23 @@ def task_weights(
     task_names: Sequence[str] | None = None,
     temperature: float = 2.0,
 ) -> np.ndarray:
-    """Normalised sampling weights per task (in task order)."""
+    """Normalised sampling weights per task (in task order): each task's share of an epoch.
+
+    Args:
+        task_sizes: samples per task.
+        strategy: `proportional` (to size), `uniform` (every non-empty task alike), `temperature` (n_k^(1/T)), or
+            explicit relative weights by task name (missing tasks 0).
+        task_names: needed for explicit weights.
+        temperature: T for `temperature`.
+
+    Returns:
+        Weights summing to 1; 0 for an empty task.
+
+    Example::
+
+        task_weights([800, 200], "temperature", temperature=2.0)   # sqrt(800) : sqrt(200) = 2 : 1
+        -> array([0.6667, 0.3333])
+    """
     sizes = np.asarray(task_sizes, dtype=np.float64)
     if isinstance(strategy, Mapping):
         if task_names is None:

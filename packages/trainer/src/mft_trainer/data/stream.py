@@ -348,6 +348,26 @@ def build_train_stream(
     seed: int,
     mode: str = "sft",
 ) -> BatchStream:
+    """The training stream of one rank: which rows each optimizer step trains on, resumable.
+
+    Args:
+        data_cfg, template_cfg: the `data:` and `template:` sections.
+        tokenizer: the model's tokenizer.
+        seq_length: the row width; packed rows hold several samples up to it.
+        packing: True packs samples into rows (BFD), False puts one sample per row.
+        micro_batch_size, grad_accum: rows per micro-batch and micro-batches per optimizer step on this rank.
+        rank, world_size: this rank's share; optimizer step s uses global rows [s*G, (s+1)*G), G = micro_batch_size *
+            grad_accum * world_size, so a step trains on the same rows for any split over ranks and accumulation.
+        seed: the sampler's seed (a fresh order every epoch from it).
+        mode: `sft` or `pretrain` (concatenate with EOS and chunk into rows).
+
+    Returns:
+        A `BatchStream`: `next_step()` gives this rank's micro-batches (`data.packing.collate_rows` layout),
+        `state_dict()` / `load_state_dict()` resume it exactly.
+
+    Raises:
+        ValueError: the train split holds no trainable sample.
+    """
     split = tokenized_split(data_cfg, template_cfg, tokenizer, "train", seq_length, mode)
     if len(split) == 0:
         raise ValueError(f"{data_cfg.path}: no trainable sample in the train split; outcomes {split.totals()}")

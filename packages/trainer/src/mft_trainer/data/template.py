@@ -84,7 +84,23 @@ def _eos(tokenizer: Any) -> str:
 
 
 def render(messages: list[dict[str, Any]], tokenizer: Any, cfg: TemplateConfig) -> tuple[str, list[tuple[int, int]]]:
-    """Render a whole conversation; return (text, supervised character spans [start, end) in order)."""
+    """Render a whole conversation to one string and say which characters are supervised.
+
+    Args:
+        messages: `[{role, content}, ...]` with roles system (first only), user, assistant.
+        tokenizer: supplies the EOS token (and, for `kind: tokenizer`, the chat template).
+        cfg: the `template:` section.
+
+    Returns:
+        `(text, spans)`: spans are the supervised character ranges `[start, end)`, in order: each assistant
+        answer, the newline before its EOS and the EOS itself.
+
+    Example (kind mftcoder, EOS `<|endoftext|>`)::
+
+        [{"role": "user", "content": "add 1"}, {"role": "assistant", "content": "x + 1"}]
+        text   "<s>human\nadd 1\n<s>bot\nx + 1\n<|endoftext|>\n"
+        spans                        ^^^^^^^^^^^^^^^^^^^^^^  one span: "x + 1\n<|endoftext|>"
+    """
     validate_messages(messages)
     if cfg.kind == "tokenizer":
         return _render_with_tokenizer(messages, tokenizer)
@@ -148,7 +164,17 @@ def _render_with_tokenizer(messages: list[dict[str, Any]], tokenizer: Any) -> tu
 
 
 def encode(messages: list[dict[str, Any]], tokenizer: Any, cfg: TemplateConfig) -> EncodedSample:
-    """Render once, tokenize once (with offsets), mark tokens overlapping a supervised span."""
+    """Render once, tokenize once (with character offsets), supervise the tokens that overlap a supervised span.
+
+    Args:
+        messages: one conversation (see `render`).
+        tokenizer: a fast Hugging Face tokenizer (offsets are needed).
+        cfg: the `template:` section.
+
+    Returns:
+        An `EncodedSample`: `input_ids`, `loss_mask` (the token itself, not shifted), the end of every supervised
+        turn (for truncation after a whole round), and the count of tokens that straddle a turn's start.
+    """
     text, spans = render(messages, tokenizer, cfg)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int32)
@@ -212,9 +238,15 @@ def _jinja_literal(s: str) -> str:
 
 
 def to_chat_template(cfg: TemplateConfig, tokenizer: Any | None = None) -> str:
-    """The Jinja `chat_template` equal to `render` (kind mftcoder); for kind tokenizer, the tokenizer's own.
+    """The Jinja `chat_template` saved into the checkpoint, so inference renders exactly what training did.
 
-    Assistant turns are wrapped in `{% generation %}` so `return_assistant_tokens_mask=True` works with it too.
+    Args:
+        cfg: the `template:` section.
+        tokenizer: needed for `kind: tokenizer`, whose own template is returned unchanged.
+
+    Returns:
+        For `kind: mftcoder`, a template that renders character for character what `render` does (tested), with
+        assistant turns wrapped in `{% generation %}` so `return_assistant_tokens_mask=True` works with it too.
     """
     if cfg.kind == "tokenizer":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):

@@ -1,6 +1,6 @@
 """Train a small byte-level BPE tokenizer and save it as a Hugging Face tokenizer directory.
 
-No hub is reachable here and no usable small code tokenizer ships in a package registry (REFERENCE.md §7), so tests,
+No hub is reachable here and no usable small code tokenizer ships in a package registry (docs/reference.md §7), so tests,
 the tiny-cpu example and the demo train their own with the `tokenizers` library. Byte-level BPE never meets an unknown
 character, and its offsets map every token back to the characters it came from, which `template.py` relies on to
 derive loss masks.

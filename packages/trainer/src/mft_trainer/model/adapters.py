@@ -3,7 +3,7 @@
 `lora` and `qlora` share the adapter; `qlora` differs only in how `modeling.build_model` loads the base
 (bitsandbytes NF4, double quantisation, bf16 compute, bf16 quant storage on GPU) and prepares it with
 `peft.prepare_model_for_kbit_training`. Targets default to every linear layer except the output head (peft's
-"all-linear", which also matches bitsandbytes' Linear4bit), as MFTCoder does (REFERENCE.md section 5).
+"all-linear", which also matches bitsandbytes' Linear4bit), as MFTCoder does (docs/reference.md §5).
 """
 
 from __future__ import annotations
