@@ -140,7 +140,7 @@ _DEF_NAME = re.compile(r"def\s+([A-Za-z_]\w*)\s*\(")
 
 def _mbpp_test(setup: str, asserts: list[str], entry_point: str) -> str:
     """MBPP's assert lines inside ``check(candidate)``, calling ``candidate`` instead of the global name (so the
-    sandbox's return-type guard sees every call, as for HumanEval)."""
+    judge's proxy makes every call across the sandbox boundary, as for HumanEval)."""
     name = re.compile(rf"\b{re.escape(entry_point)}(?=\s*\()")
     body = "\n".join("    " + name.sub("candidate", a.strip()) for a in asserts)
     return f"{setup.strip()}\n\n\ndef check(candidate):\n{body}\n"
