@@ -13,7 +13,8 @@ torch without varlen, the time budget spent) is reported with its reason instead
    For full fine-tuning and LoRA (r 64, all linear layers), on the same samples of every step:
        ours/<attention>   mft-train's step: loop.forward_backward (forward.token_losses + StepLoss) then
                           backend.step (clip, AdamW, schedule), on rows packed best-fit-decreasing at seq 4096;
-                          `auto` is what `model.attn_implementation: auto` resolves to here
+                          `auto` is what `model.attn_implementation: auto` resolves to here, `sdpa` segment-wise
+                          sdpa or the 4-D mask per micro-batch (the cost model), `flex_attention` compiled flex
        bare/padded        a bare transformers loop: model(input_ids, attention_mask, labels).loss.backward(),
                           torch AdamW, on the padded micro-batches a user gets without packing (8 samples each,
                           padded to the longest, gradient accumulation over the step)
@@ -73,7 +74,9 @@ MODEL_ISOLATION = {"architecture": "llama", "hidden_size": 256, "intermediate_si
 # Dense bf16 tensor-core peak per GPU (NVIDIA datasheets, without sparsity), by a substring of the device name.
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100 PCIe": 756.0e12, "H100": 989.4e12, "A100": 312.0e12, "L40S": 362.1e12}
 TRAINER_MODULES = ("pydantic", "rich", "pyarrow", "yaml")
-PATHS = ("sdpa-segments", "sdpa-mask", "eager", "flex_attention", "torch_varlen", "flash_attention_2")
+# flex_attention last: its compiles (packed and unpacked shapes) are the slowest part of the section.
+PATHS = ("sdpa-segments", "sdpa-mask", "eager", "torch_varlen", "flash_attention_2", "flex_attention")
+FLEX_COMPILE_RESERVE_S = 120.0
 
 Batch = dict[str, torch.Tensor]
 
@@ -411,10 +414,11 @@ def throughput_method(args: argparse.Namespace, device: torch.device, cfg: Any, 
                                "parameters_in_flops": n_params,
                                "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     auto = hf.mft_attn_implementation
-    variants = ["auto"] + (["sdpa-segments", "flex_attention"] if method == "full" else [])
+    variants = ["auto"] + (["sdpa", "flex_attention"] if method == "full" else [])
     for variant in variants:
         name = f"ours/auto={auto}" if variant == "auto" else f"ours/{variant}"
-        if budget.left() < args.variant_reserve_s:
+        reserve = FLEX_COMPILE_RESERVE_S if variant == "flex_attention" else args.variant_reserve_s
+        if budget.left() < reserve:
             section[name] = {"status": "skipped", "reason": f"time budget: {budget.elapsed():.0f} s spent"}
             continue
         if variant == "flex_attention" and device.type == "cpu":
@@ -444,7 +448,8 @@ def _labels_from_targets(batch: Batch) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- isolation
-def isolation(args: argparse.Namespace, device: torch.device, tokenizer_dir: Path, vocab: int) -> dict[str, Any]:
+def isolation(args: argparse.Namespace, device: torch.device, tokenizer_dir: Path, vocab: int,
+              budget: Budget) -> dict[str, Any]:
     """Packed vs unpacked per-token losses and gradients for every packed-attention path that runs here."""
     from mft_trainer.config.model import ModelConfig, PeftSettings
     from mft_trainer.data.packing import IGNORE_INDEX, collate_rows, make_segment
@@ -514,6 +519,10 @@ def isolation(args: argparse.Namespace, device: torch.device, tokenizer_dir: Pat
                 "max_rel_grad_diff": rel, "mean_token_loss": float(u_loss[unpacked["targets"] != IGNORE_INDEX].mean())}
 
     for path in PATHS:
+        reserve = FLEX_COMPILE_RESERVE_S if path == "flex_attention" and device.type == "cuda" else 10.0
+        if budget.left() < reserve:
+            results[path] = {"status": "skipped", "reason": f"time budget: {budget.elapsed():.0f} s spent"}
+            continue
         log(f"isolation: {path}")
         results[path] = guarded(lambda path=path: one_path(path))
 
@@ -570,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--padded-per-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None, help="timed steps; default 4 (2 with --tiny)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--budget-s", type=float, default=420.0, help="sections past this are skipped")
+    parser.add_argument("--budget-s", type=float, default=400.0, help="what would start past this is skipped")
     parser.add_argument("--section-reserve-s", type=float, default=90.0)
     parser.add_argument("--variant-reserve-s", type=float, default=25.0)
     parser.add_argument("--sections", default="throughput,isolation,qlora")
@@ -613,7 +622,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vocab = len(tokenizer)
     sections = [s for s in args.sections.split(",") if s]
     for name, fn in (("throughput", lambda: throughput(args, device, tokenizer_dir, vocab, budget)),
-                     ("isolation", lambda: isolation(args, device, tokenizer_dir, vocab)),
+                     ("isolation", lambda: isolation(args, device, tokenizer_dir, vocab, budget)),
                      ("qlora", lambda: qlora(args, device, tokenizer_dir, vocab))):
         if name not in sections:
             continue

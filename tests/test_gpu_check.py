@@ -46,7 +46,7 @@ def test_cpu_tiny_mode_reports_every_section(tmp_path: Path) -> None:
 
     data = report["throughput"]["data"]
     assert data["packed_pad_fraction"] < data["padded_pad_fraction"]
-    for method, systems in (("full", ("ours/auto=sdpa", "ours/sdpa-segments", "bare/padded",
+    for method, systems in (("full", ("ours/auto=sdpa", "ours/sdpa", "bare/padded",
                                       "bare/packed-position-ids")),
                             ("lora", ("ours/auto=sdpa", "bare/padded", "bare/packed-position-ids"))):
         section = report["throughput"][method]

@@ -236,6 +236,8 @@ def flex_block_mask(segment_ids: torch.Tensor) -> Any:
     Returns:
         A `torch.nn.attention.flex_attention.BlockMask` of shape `[B, 1, L, L]` on `segment_ids.device`; only
         blocks that hold an allowed pair are computed. On CUDA the mask is built compiled (no [B, L, L] tensor).
+        Like the 4-D mask of `packing.block_causal_mask`, it is fully causal within a segment: a model's sliding
+        window is not applied (torch_varlen applies it; it matters only for segments longer than the window).
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
