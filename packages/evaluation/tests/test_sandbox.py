@@ -383,6 +383,33 @@ def test_the_next_program_sees_nothing_the_last_one_left():
     wait_until_nothing_runs()
 
 
+def test_system_v_ipc_objects_do_not_outlive_the_program(isolation):
+    if isolation["mechanism"] != "bubblewrap":
+        pytest.skip("a private IPC namespace needs bubblewrap")
+    make = """
+    import ctypes
+    def f():
+        libc = ctypes.CDLL(None)
+        made = [libc.shmget(0x6D667465, 4096, 0o1666), libc.semget(0x6D667466, 1, 0o1666),
+                libc.msgget(0x6D667467, 0o1666)]
+        return 1 if min(made) >= 0 else 0
+    """
+    look = """
+    def f():
+        left = [line for kind in ("shm", "sem", "msg") for line in open(f"/proc/sysvipc/{kind}").readlines()[1:]]
+        return 1 if left else 0
+    """
+    with Sandbox(SandboxConfig(workers=1, timeout=2, guard=False)) as sandbox:
+        first = sandbox.run(Job(textwrap.dedent(make), CHECK_RETURNS_1, "f"))
+        second = sandbox.run(Job(textwrap.dedent(look), CHECK_RETURNS_1, "f"))
+    assert first.status == "passed" and second.status == "failed", (first, second)
+    keys = {str(0x6D667465), str(0x6D667466), str(0x6D667467)}
+    host = [line for kind in ("shm", "sem", "msg") for line in open(f"/proc/sysvipc/{kind}").readlines()[1:]
+            if line.split()[0] in keys]
+    assert host == []  # and none was made in the host's IPC namespace
+    wait_until_nothing_runs()
+
+
 def test_a_parallel_programs_files_are_out_of_reach():
     writer = """
     import time

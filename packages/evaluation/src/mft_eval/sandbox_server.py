@@ -18,7 +18,7 @@ SCM_RIGHTS). The child::
 The verdict is not decided here: the test's asserts run in the judge's process outside the sandbox, so nothing in
 this process (no token, no frame, no class, no memory write) can change it. When the judge says "stop", the server
 SIGKILLs the child's process group and every other descendant (it is a child subreaper inside its own PID
-namespace), empties /tmp and /dev/shm, and answers "done" with the exit status and the captured output. The server makes itself non-dumpable, so a program
+namespace), empties /tmp and /dev/shm, removes System V IPC objects (its IPC namespace is private), and answers "done" with the exit status and the captured output. The server makes itself non-dumpable, so a program
 (same uid) cannot ptrace it or read its memory to tamper with the next program.
 
 This file is run as a script with the standard library and ``wire.py`` (found next to it).
@@ -51,16 +51,39 @@ PRELOAD_STDLIB = (
     "datetime", "copy", "bisect", "fractions", "decimal", "random", "operator", "json", "array", "cmath",
     "subprocess", "shutil", "platform", "faulthandler", "threading", "concurrent.futures", "numpy",
 )
-_PRCTL = None
+IPC_RMID = 0
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def _prctl(option: int, value: int) -> int:
-    global _PRCTL
-    if _PRCTL is None:
-        import ctypes
+    return _libc().prctl(option, value, 0, 0, 0)
 
-        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-    return _PRCTL(option, value, 0, 0, 0)
+
+def _remove_sysv_ipc() -> bool:
+    """Remove every System V shared memory segment, semaphore set and message queue. The IPC namespace is this
+    worker's own, so all of them are the programs'; True when none is left."""
+    libc = _libc()
+    removers = {"shm": lambda i: libc.shmctl(i, IPC_RMID, None), "sem": lambda i: libc.semctl(i, 0, IPC_RMID),
+                "msg": lambda i: libc.msgctl(i, IPC_RMID, None)}
+    left = 0
+    for kind, remove in removers.items():
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                ids = [int(line.split()[1]) for line in f.readlines()[1:] if line.strip()]
+        except OSError:
+            continue
+        for ipc_id in ids:
+            left += remove(ipc_id) != 0
+    return left == 0
 
 
 # --------------------------------------------------------------------------------------------- child side
@@ -348,7 +371,7 @@ def run_one(ctl: socket.socket, req: dict, rpc_fd: int, output_cap: int, sandbox
     statuses = kill_everything(pid)
     os.close(out_r)
     if sandboxed:
-        clean = _empty("/tmp") and _empty("/dev/shm")
+        clean = _empty("/tmp") and _empty("/dev/shm") and _remove_sysv_ipc()
     else:
         shutil.rmtree(tmpdir, ignore_errors=True)
         clean = not os.path.exists(tmpdir)
