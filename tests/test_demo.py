@@ -44,7 +44,7 @@ def test_demo_pipeline_learns_and_reproduces(tmp_path: Path, monkeypatch: pytest
     for task in ("text_to_code", "translation", "unit_tests", "humaneval"):
         assert "pass@1" in metrics[task], metrics
     assert "valid_loss" in metrics["text_to_code"], metrics
-    assert any(p.endswith(".png") for p in summary["plots"])
+    assert any(p.endswith("/train/training_curves.png") for p in summary["plots"]), summary["plots"]
 
     rows = _reproduce().compare([e["id"] for e in _reproduce().load_expected() if e["id"].startswith("demo.")],
                                 demo=workdir)

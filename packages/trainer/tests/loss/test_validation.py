@@ -140,3 +140,26 @@ def test_balancer_slice_cycles_and_measures_its_cost():
     resumed = BalancerSlice(batches, 3, valid_batches=2)
     resumed.load_state_dict(state)
     assert [id(b) for b in resumed.next_batches()] == [id(batches[4]), id(batches[0])]
+
+
+def test_periodic_validation_leaves_the_training_trajectory_unchanged(tmp_path, dataset):
+    """eval_every only adds no-grad passes over fixed batches and best/ checkpoints: every step's losses and the
+    final weights are bit-identical with and without it (the demo validates every 200 steps for its plots)."""
+    from mft_trainer.loop import run_training
+    from mft_trainer.metrics_log import read_metrics
+    from safetensors.torch import load_file
+    from trainer_testkit import tiny_config
+
+    runs = {}
+    for every in (0, 2):
+        root = tmp_path / f"every-{every}"
+        cfg = tiny_config(root, dataset, max_steps=6, eval_every=every, schedule__warmup_steps=2)
+        final = run_training(cfg, progress=False)
+        steps = [r for r in read_metrics(cfg.output_dir / "metrics.jsonl") if "lr" in r]
+        runs[every] = ([{k: v for k, v in r.items() if k.startswith(("loss", "train_loss/", "grad_norm"))}
+                        for r in steps], load_file(final / "model.safetensors"))
+        validated = [r for r in read_metrics(cfg.output_dir / "metrics.jsonl") if "valid_loss" in r]
+        assert len(validated) == (3 if every else 1)
+    assert runs[0][0] == runs[2][0]
+    assert runs[0][1].keys() == runs[2][1].keys()
+    assert all(torch.equal(runs[0][1][k], runs[2][1][k]) for k in runs[0][1])
