@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from collections.abc import Callable
@@ -39,6 +40,27 @@ TOY_COMPLETIONS = [
     "    import time\n    time.sleep(10)\n    return 1",
     "    import os\n    os.system('echo hacked')\n    return 1",
 ]
+
+
+# Two-sided 97.5% quantiles of Student's t with 1..10 degrees of freedom (the 95% prediction interval below).
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def spread_tolerance(values: list[float], floor: float) -> tuple[float, float]:
+    """(mean, tolerance) of a number measured over seeds: the half-width of the 95% prediction interval for one
+    more run, t(0.975, n-1) * s * sqrt(1 + 1/n) with s the sample standard deviation, and at least `floor` (the
+    metric's resolution: one problem of a held-out set). Rounded up to 4 decimals.
+
+    Why a prediction interval: a run on another machine (other kernels, other rounding) is one more draw of the
+    trajectory, like another seed; the range of 3 seeds would contain a new draw only half the time.
+    """
+    n = len(values)
+    if not 2 <= n <= len(T_975) + 1:
+        raise ValueError(f"need 2 to {len(T_975) + 1} measurements, got {n}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T_975[n - 2] * sd * math.sqrt(1 + 1 / n)
+    return round(mean, 4), math.ceil(max(half, floor) * 1e4 - 1e-6) / 1e4
 
 
 class MissingInput(RuntimeError):

@@ -1,0 +1,117 @@
+"""The demo over several seeds: run it, and derive benchmarks/expected.json's demo numbers from the spread.
+
+    python benchmarks/demo_seeds.py run --seeds 0 1 2            # sequential, work/demo-seeds/seed-N, own caches
+    python benchmarks/demo_seeds.py derive work/demo-seeds/seed-*/pipeline_summary.json [--write-expected]
+
+`derive` reads each run's pipeline_summary.json (its `seed` says which seed it was), writes
+benchmarks/demo_seeds.json (per-seed numbers, mean, standard deviation, the tolerance, the machine) and, with
+--write-expected, sets every `demo.*` entry of expected.json to the mean over seeds and the tolerance of
+`reproduce.spread_tolerance` (the 95% prediction interval for one more run, at least one problem's worth).
+Measure at the thread count `make demo` and CI use (torch's default, here 2): the count changes the rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from reproduce import EXPECTED, spread_tolerance  # noqa: E402
+
+SEEDS_FILE = ROOT / "benchmarks" / "demo_seeds.json"
+# The smallest change a metric can show: one problem of the smallest held-out set it is scored on (50 problems
+# for translation and unit tests, 50 for the hard split, 100 for text-to-code; HumanEval 164), or 0.001 of loss.
+RESOLUTION = {"pass@1": 0.02, "valid_loss": 0.001}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line)
+        info["avx512_bf16"] = "avx512_bf16" in cpuinfo
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    return info
+
+
+def run(seeds: list[int], root: Path) -> None:
+    for seed in seeds:
+        out = root / f"seed-{seed}"
+        env = dict(os.environ, MFT_CACHE_DIR=str(out / "cache"))
+        start = time.time()
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "mft"), "run", str(ROOT / "pipelines" / "demo-cpu.yaml"),
+             "--seed", str(seed), "--workdir", str(out)], check=True, env=env,
+        )
+        print(f"seed {seed}: {time.time() - start:.0f} s wall")
+
+
+def derive(
+    summaries: list[Path], write_expected: bool, expected_path: Path = EXPECTED, seeds_file: Path = SEEDS_FILE
+) -> dict[str, Any]:
+    runs = {}
+    for path in summaries:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("seed") is None:
+            raise SystemExit(f"{path}: no seed recorded (run it with `mft run --seed N`)")
+        runs[summary["seed"]] = summary
+    seeds = sorted(runs)
+    expected = json.loads(expected_path.read_text(encoding="utf-8"))
+    numbers = {}
+    for entry in expected["numbers"]:
+        if not entry["id"].startswith("demo."):
+            continue
+        _, task, metric = entry["id"].split(".", 2)
+        values = [float(runs[s]["metrics"][task][metric]) for s in seeds]
+        mean, tolerance = spread_tolerance(values, RESOLUTION[metric])
+        numbers[entry["id"]] = {"per_seed": dict(zip(map(str, seeds), values, strict=True)), "mean": mean,
+                                "sd": round(statistics.stdev(values), 4),
+                                "tolerance": tolerance}
+        if write_expected:
+            entry["value"], entry["tolerance"] = mean, tolerance
+            entry["seeds"] = numbers[entry["id"]]["per_seed"]
+    train_seconds = {str(s): round(sum(st["duration_s"] for st in runs[s]["stages"] if st["tool"] == "train"), 1)
+                     for s in seeds}
+    wall_seconds = {str(s): round(sum(st["duration_s"] for st in runs[s]["stages"]), 1) for s in seeds}
+    result = {"seeds": seeds, "machine": machine(), "finished": {str(s): runs[s]["finished"] for s in seeds},
+              "train_seconds": train_seconds, "stage_seconds": wall_seconds, "numbers": numbers}
+    seeds_file.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if write_expected:
+        expected_path.write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run")
+    run_p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run_p.add_argument("--root", type=Path, default=ROOT / "work" / "demo-seeds")
+    derive_p = sub.add_parser("derive")
+    derive_p.add_argument("summaries", type=Path, nargs="+")
+    derive_p.add_argument("--write-expected", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.seeds, args.root)
+    else:
+        result = derive(args.summaries, args.write_expected)
+        for key, value in result["numbers"].items():
+            print(f"{key:40s} {value['per_seed']}  mean {value['mean']:.4f}  sd {value['sd']:.4f}  "
+                  f"tolerance {value['tolerance']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Demo tolerances from the spread over seeds: the prediction-interval rule and benchmarks/demo_seeds.py derive."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tolerance_is_the_95_percent_prediction_interval_with_a_floor() -> None:
+    spread_tolerance = _module("reproduce").spread_tolerance
+    values = [0.88, 0.79, 0.91]
+    sd = math.sqrt(((0.88 - 0.86) ** 2 + (0.79 - 0.86) ** 2 + (0.91 - 0.86) ** 2) / 2)
+    mean, tolerance = spread_tolerance(values, floor=0.02)
+    assert mean == pytest.approx(0.86)
+    assert tolerance == pytest.approx(4.303 * sd * math.sqrt(4 / 3), abs=1e-4) and tolerance >= 4.303 * sd * 1.1547
+    assert all(abs(v - mean) <= tolerance for v in values)
+    assert spread_tolerance([0.5, 0.5, 0.5], floor=0.02) == (0.5, 0.02)  # identical runs: one problem's worth
+    assert spread_tolerance([1.0, 1.2], floor=0.0)[1] == pytest.approx(12.706 * math.sqrt(0.02) * math.sqrt(1.5),
+                                                                       abs=1e-4)
+    with pytest.raises(ValueError, match="need 2"):
+        spread_tolerance([0.9], floor=0.02)
+
+
+def test_derive_writes_per_seed_numbers_and_sets_expected_from_them(tmp_path: Path) -> None:
+    seeds_module = _module("demo_seeds")
+    expected = tmp_path / "expected.json"
+    shutil.copy(ROOT / "benchmarks" / "expected.json", expected)
+    demo_ids = [e["id"] for e in json.loads(expected.read_text())["numbers"] if e["id"].startswith("demo.")]
+    summaries = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, -0.04)):
+        metrics: dict = {}
+        for number in demo_ids:
+            _, task, metric = number.split(".", 2)
+            metrics.setdefault(task, {})[metric] = 0.5 + shift
+        path = tmp_path / f"seed-{seed}.json"
+        path.write_text(json.dumps({"seed": seed, "metrics": metrics, "finished": "2026-12-01T00:00:00Z",
+                                    "stages": [{"tool": "train", "duration_s": 10.0}]}))
+        summaries.append(path)
+    result = seeds_module.derive(summaries, write_expected=True, expected_path=expected,
+                                 seeds_file=tmp_path / "demo_seeds.json")
+    first = result["numbers"][demo_ids[0]]
+    assert first["per_seed"] == {"0": 0.5, "1": 0.52, "2": 0.46} and first["mean"] == pytest.approx(0.4933, abs=1e-4)
+    written = {e["id"]: e for e in json.loads(expected.read_text())["numbers"]}
+    assert written[demo_ids[0]]["value"] == first["mean"] and written[demo_ids[0]]["tolerance"] == first["tolerance"]
+    assert written[demo_ids[0]]["seeds"] == first["per_seed"]
+    assert written["humaneval.canonical.pass@1"]["value"] == 1.0  # other numbers untouched
+    assert json.loads((tmp_path / "demo_seeds.json").read_text())["train_seconds"] == {"0": 10.0, "1": 10.0, "2": 10.0}
+    (tmp_path / "seed-0.json").write_text(json.dumps({"metrics": {}, "stages": []}))
+    with pytest.raises(SystemExit, match="no seed recorded"):
+        seeds_module.derive(summaries, write_expected=False, expected_path=expected, seeds_file=tmp_path / "s.json")
