@@ -312,9 +312,15 @@ WRITES = {
 }
 
 
-@pytest.mark.parametrize("where", ["host-temp-dir", "package-dir"])
-@pytest.mark.parametrize("how", sorted(WRITES))
-def test_writes_outside_the_sandbox_do_not_escape(how, where, tmp_path):
+# every write without the guard (the kernel alone stops them); the first four, which the audit-hook sandbox
+# stopped, also with it
+WRITE_CASES = [(how, where, False) for how in sorted(WRITES) for where in ("host-temp-dir", "package-dir")] + [
+    (how, where, True) for how in ("open", "io.open", "os.open", "pathlib") for where in ("host-temp-dir", "package-dir")
+]
+
+
+@pytest.mark.parametrize(("how", "where", "guard"), WRITE_CASES, ids=[f"{h}-{w}-guard={g}" for h, w, g in WRITE_CASES])
+def test_writes_outside_the_sandbox_do_not_escape(how, where, guard, tmp_path):
     """Into a directory of the host the sandbox cannot see, and into one it sees read-only (mft_eval's own)."""
     directory = tmp_path if where == "host-temp-dir" else PACKAGE_DIR
     if where == "host-temp-dir":
@@ -326,7 +332,7 @@ def test_writes_outside_the_sandbox_do_not_escape(how, where, tmp_path):
     program = f"import os\ndef f():\n    try:\n        {code}\n    except Exception:\n        pass\n" \
               f"    return 1 if os.path.lexists({seen + '/' + name!r}) else 0\n"
     try:
-        result = run(program, guard=False)
+        result = run(program, guard=guard)
         assert result.status == "failed", result
         assert not os.path.lexists(target)
     finally:
