@@ -100,8 +100,11 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     tokenizer = build.load_tokenizer(cfg.model)
     model = build.build_model(cfg.model, cfg.peft, vocab_size=len(tokenizer), device=env.device)
+    # FSDP2 saves through an unsharded copy built on the CPU, where the CUDA-only kernels (flash_attention_2,
+    # torch_varlen) cannot be built; the copy only holds the gathered weights, so its attention is sdpa.
+    cpu_model_cfg = cfg.model.model_copy(update={"attn_implementation": "sdpa"})
     backend = wrap_model(model, cfg, env, rebuild=lambda: build.build_model(
-        cfg.model, cfg.peft, vocab_size=len(tokenizer), device=torch.device("cpu")))
+        cpu_model_cfg, cfg.peft, vocab_size=len(tokenizer), device=torch.device("cpu")))
     attn = unwrap.hf_model(model).mft_attn_implementation  # what build_model resolved from `auto`
     if env.is_main:
         # Tokenization cache built once, by rank 0; the other ranks then load it (see data.tokenized_split).
