@@ -44,14 +44,6 @@ def defines(source: str, name: str) -> bool:
     return False
 
 
-def _parses(source: str) -> bool:
-    try:
-        ast.parse(source)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
 def fenced_blocks(text: str) -> list[str]:
     return [m.group(2) for m in _FENCE.finditer(text)]
 
