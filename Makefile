@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-prep test test-slow lint bench reproduce clean
+.PHONY: install system-deps demo demo-prep test test-slow lint bench reproduce clean
 
 $(STAMP): pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pyproject.toml packages/evaluation/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,19 @@ $(STAMP): pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pypro
 		-e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian packages the tests need: bubblewrap (mft-eval's sandbox confines programs with it; without it the sandbox
+# runs unconfined and says so, and the tests fail under CI=true). Installed when missing and running as root.
+SYSTEM_PACKAGES := bubblewrap
 
-demo: $(STAMP)
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
+	  else echo "mft-eval: bubblewrap (bwrap) is missing; install the Debian package bubblewrap for the sandbox's kernel isolation" >&2; fi; }
+
+install: system-deps $(STAMP)
+
+demo: system-deps $(STAMP)
 	$(VENV)/bin/mft run pipelines/demo-cpu.yaml
 
 # The prep stage alone on the hand-written sample files (every format, broken records included).
@@ -28,20 +38,20 @@ demo-prep: $(STAMP)
 	$(VENV)/bin/mft-prep stats work/sample-prepared
 
 # Recompute the numbers of benchmarks/expected.json (the demo is skipped when unchanged) beside the published ones.
-reproduce: $(STAMP)
+reproduce: system-deps $(STAMP)
 	$(VENV)/bin/mft run pipelines/demo-cpu.yaml
 	$(PY) benchmarks/reproduce.py --demo work/demo
 
-bench: $(STAMP)
+bench: system-deps $(STAMP)
 	$(PY) benchmarks/prep_speed.py
 	$(PY) benchmarks/eval_speed.py --rounds 3
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/balancing_overhead.py
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: system-deps $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 lint: $(STAMP)
