@@ -63,6 +63,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the schema; check the spelling)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # our own validators' messages are complete sentences
         given = err.get("input")
         shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {loc}: {msg}{shown}")
