@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo demo-prep test test-slow lint bench reproduce clean
+.PHONY: install system-deps demo demo-prep test test-slow lint bench reproduce clean experiment
 
 $(STAMP): pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pyproject.toml packages/evaluation/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ install: system-deps $(STAMP)
 
 demo: system-deps $(STAMP)
 	$(VENV)/bin/mft run pipelines/demo-cpu.yaml
+
+# SFT-single, SFT-mixed and MFT with each balancing, 3 seeds (pipelines/experiment-cpu.yaml): results.json, a
+# Markdown table and one PNG per task under work/experiment/collect/.
+experiment: $(STAMP)
+	$(VENV)/bin/mft run pipelines/experiment-cpu.yaml
 
 # The prep stage alone on the hand-written sample files (every format, broken records included).
 demo-prep: $(STAMP)

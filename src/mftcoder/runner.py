@@ -257,6 +257,8 @@ def _summary(pipeline: Pipeline, plans: list[StagePlan], results: list[dict[str,
         elif item.stage.tool == "train":
             for dotted, value in values.items():
                 task, _, metric = dotted.rpartition(".")
+                if item.stage.cell is not None:  # a matrix cell: its own row, not the task's shared one
+                    task = f"{item.stage.name}/{task}"
                 metrics.setdefault(task, {})[metric] = value
         elif values:
             metrics.setdefault(item.stage.name, {}).update(values)
