@@ -70,6 +70,7 @@ def derive(
     seeds = sorted(runs)
     expected = json.loads(expected_path.read_text(encoding="utf-8"))
     numbers = {}
+    host = machine()
     for entry in expected["numbers"]:
         if not entry["id"].startswith("demo."):
             continue
@@ -82,10 +83,16 @@ def derive(
         if write_expected:
             entry["value"], entry["tolerance"] = mean, tolerance
             entry["seeds"] = numbers[entry["id"]]["per_seed"]
+            entry["source"] = (
+                f"pipelines/demo-cpu.yaml, seeds {', '.join(map(str, seeds))} (mft run --seed N), measured "
+                f"{runs[seeds[-1]]['finished'][:10]} on {host['cpu']} at {host['threads']} threads: value = the mean "
+                f"over seeds, tolerance = the 95% prediction interval for one more run, t(0.975, n-1)·s·sqrt(1+1/n), "
+                f"at least {RESOLUTION[metric]} (benchmarks/demo_seeds.py)"
+            )
     train_seconds = {str(s): round(sum(st["duration_s"] for st in runs[s]["stages"] if st["tool"] == "train"), 1)
                      for s in seeds}
     wall_seconds = {str(s): round(sum(st["duration_s"] for st in runs[s]["stages"]), 1) for s in seeds}
-    result = {"seeds": seeds, "machine": machine(), "finished": {str(s): runs[s]["finished"] for s in seeds},
+    result = {"seeds": seeds, "machine": host, "finished": {str(s): runs[s]["finished"] for s in seeds},
               "train_seconds": train_seconds, "stage_seconds": wall_seconds, "numbers": numbers}
     seeds_file.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     if write_expected:

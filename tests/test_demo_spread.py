@@ -59,6 +59,7 @@ def test_derive_writes_per_seed_numbers_and_sets_expected_from_them(tmp_path: Pa
     written = {e["id"]: e for e in json.loads(expected.read_text())["numbers"]}
     assert written[demo_ids[0]]["value"] == first["mean"] and written[demo_ids[0]]["tolerance"] == first["tolerance"]
     assert written[demo_ids[0]]["seeds"] == first["per_seed"]
+    assert "seeds 0, 1, 2" in written[demo_ids[0]]["source"] and "prediction interval" in written[demo_ids[0]]["source"]
     assert written["humaneval.canonical.pass@1"]["value"] == 1.0  # other numbers untouched
     assert json.loads((tmp_path / "demo_seeds.json").read_text())["train_seconds"] == {"0": 10.0, "1": 10.0, "2": 10.0}
     (tmp_path / "seed-0.json").write_text(json.dumps({"metrics": {}, "stages": []}))
