@@ -34,7 +34,7 @@ demo: system-deps $(STAMP)
 
 # SFT-single, SFT-mixed and MFT with each balancing, 3 seeds (pipelines/experiment-cpu.yaml): results.json, a
 # Markdown table and one PNG per task under work/experiment/collect/.
-experiment: $(STAMP)
+experiment: system-deps $(STAMP)
 	$(VENV)/bin/mft run pipelines/experiment-cpu.yaml
 
 # The prep stage alone on the hand-written sample files (every format, broken records included).
