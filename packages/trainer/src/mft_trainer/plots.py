@@ -120,7 +120,6 @@ def plot_training_curves(
         for ax in (ax_train, ax_valid):
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
         for ax in (ax_train, ax_valid, ax_weight):
             ax.grid(True, alpha=0.3)
         ax_train.legend(fontsize="small", ncol=2)
