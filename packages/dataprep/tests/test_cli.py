@@ -39,14 +39,14 @@ def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks:\n  - {name: t, sources: [nothing.jsonl], bogus: 1}\n")
     result = runner.invoke(app, ["run", str(bad), "--output", str(tmp_path / "o")])
-    assert result.exit_code == 2
-    assert "tasks.0.bogus: unknown key" in result.output
+    assert result.exit_code == 1
+    assert "tasks.0.bogus: unknown key" in result.output and "Traceback" not in result.output
     missing = runner.invoke(app, ["stats", str(tmp_path)])
-    assert missing.exit_code == 2 and "no manifest.json" in missing.output
+    assert missing.exit_code == 1 and "no manifest.json" in missing.output
     demo = tmp_path / "demo"
     runner.invoke(app, ["run", str(SAMPLE / "demo.yaml"), "--output", str(demo), "--no-progress"])
     unknown = runner.invoke(app, ["show", str(demo), "--task", "nope"])
-    assert unknown.exit_code == 2 and "no task 'nope'" in unknown.output
+    assert unknown.exit_code == 1 and "no task 'nope'" in unknown.output
 
 
 def test_kill_during_run_then_rerun_completes(tmp_path):

@@ -13,25 +13,27 @@ from pathlib import Path
 from .config import ConfigError, PrepConfig
 from .decontam import humaneval_path
 from .manifest import is_complete, read_manifest
-from .prep import PrepResult, resolve_output, run_prep
+from .prep import EmptyTaskError, PrepResult, resolve_output, run_prep
 
-__all__ = ["ConfigError", "PrepConfig", "PrepResult", "config_inputs", "is_complete", "read_manifest", "run",
+__all__ = ["ConfigError", "EmptyTaskError", "PrepConfig", "PrepResult", "config_inputs", "is_complete", "read_manifest", "run",
            "run_with_result"]
 
 
-def run(config: PrepConfig, output: Path | None = None, progress: bool = True, workers: int | None = None) -> Path:
+def run(config: PrepConfig, output: Path | None = None, progress: bool = True, workers: int | None = None,
+        allow_empty: bool = False) -> Path:
     """Prepare the dataset and return its directory; an output already complete for this config is reused.
 
     `workers`: processes for the per-record work; None picks one per CPU for inputs of 16 MiB or more, 0 works
-    inline. The outputs are byte-identical for every value.
+    inline. The outputs are byte-identical for every value. A task that keeps no record raises `EmptyTaskError`
+    unless `allow_empty` (or the task's `allow_empty` key) is set.
     """
-    return run_prep(config, output, progress, workers).output
+    return run_prep(config, output, progress, workers, allow_empty).output
 
 
 def run_with_result(config: PrepConfig, output: Path | None = None, progress: bool = True,
-                    workers: int | None = None) -> PrepResult:
+                    workers: int | None = None, allow_empty: bool = False) -> PrepResult:
     """Like `run`, also returning the manifest, whether the run was skipped, and the seconds it took."""
-    return run_prep(config, output, progress, workers)
+    return run_prep(config, output, progress, workers, allow_empty)
 
 
 def config_inputs(config: PrepConfig) -> list[Path]:

@@ -6,46 +6,44 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from .api import ConfigError, PrepConfig, run_with_result
-from .show import first_records
+from . import __version__
+from .api import PrepConfig, run_with_result
+from .cli_app import ToolApp, output_console
+from .show import first_records, source_locations
 from .stats import compute_stats
 from .synth.cli import synth_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="mft-prep: raw instruction data -> validated, deduplicated, task-tagged Arrow shards.")
+app = ToolApp("mft-prep", __version__, no_args_is_help=True,
+              help="mft-prep: raw instruction data -> validated, deduplicated, task-tagged Arrow shards.")
 app.command("synth")(synth_command)
-console = Console()
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="the prep config YAML")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output directory (overrides `output`)")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress", help="progress on stderr (plain lines when not a terminal)")] = True,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=0, help="worker processes for the per-record work (default: one per CPU for inputs of "
-        "16 MiB or more; 0: none); the outputs are the same for every value")] = None,
+        "--workers", min=0, help="worker processes (default: one per CPU for inputs of 16 MiB or more; 0: none); "
+        "the output is the same for every value")] = None,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="allow tasks that keep no record (else an error; per task: `allow_empty`)")] = False,
 ) -> None:
     """Prepare a dataset: read, validate, filter, dedup, decontaminate, split, write shards and manifest.json."""
-    try:
-        cfg = PrepConfig.from_yaml(config)
-        result = run_with_result(cfg, output, progress=progress, workers=workers)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
-        return
+    console = output_console()
+    cfg = PrepConfig.from_yaml(config)
+    result = run_with_result(cfg, output, progress=progress, workers=workers, allow_empty=allow_empty)
     m = result.manifest
     if result.skipped:
         console.print(f"[green]up to date[/]: {result.output} (config and inputs unchanged; {result.seconds:.2f}s)")
     console.print(summary_table(m))
+    for name, t in m["tasks"].items():
+        if t["kept"] == 0:
+            console.print(f"[yellow]warning[/]: task {name!r} kept no record (allowed); see rejects.jsonl")
     console.print(f"{'reused' if result.skipped else 'wrote'} {result.output} in {result.seconds:.2f}s")
 
 
@@ -71,11 +69,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
 @app.command()
 def stats(directory: Annotated[Path, typer.Argument(help="a prepared dataset directory")]) -> None:
     """Records, turns and character-length percentiles per task and split (DuckDB), totals and reject reasons."""
-    try:
-        s = compute_stats(directory)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
-        return
+    console = output_console()
+    s = compute_stats(directory)
     table = Table(title=f"{directory}: records per task and split (characters per record)")
     for col in ("task", "split", "records", "turns", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="left" if col in ("task", "split") else "right", no_wrap=True)
@@ -89,10 +84,11 @@ def stats(directory: Annotated[Path, typer.Argument(help="a prepared dataset dir
         f"+ duplicate {tot['duplicate']:,} + contaminated {tot['contaminated']:,}", highlight=False)
     if s["reasons"]:
         reasons = Table(title="not carried forward, by reason (details in rejects.jsonl)")
-        reasons.add_column("category:reason")
+        reasons.add_column("category:reason", no_wrap=True)
         reasons.add_column("records", justify="right")
+        reasons.add_column("first at", no_wrap=True)
         for reason, n in sorted(s["reasons"].items(), key=lambda kv: (-kv[1], kv[0])):
-            reasons.add_row(reason, f"{n:,}")
+            reasons.add_row(reason, f"{n:,}", s["first_at"].get(reason, ""))
         console.print(reasons)
     for name, t in s["tasks"].items():
         if t["valid_note"]:
@@ -106,19 +102,23 @@ def show(
     n: Annotated[int, typer.Option("-n", help="how many records")] = 3,
     split: Annotated[str, typer.Option("--split", help="train or valid")] = "train",
 ) -> None:
-    """Pretty-print the first N records of a task."""
-    try:
-        records = first_records(directory, task, n, split)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        _fail(str(err.args[0] if isinstance(err, KeyError) else err))
-        return
+    """Pretty-print the first N records of a task (boxed on a terminal, plain text in a file or pipe)."""
+    console = output_console()
+    records = first_records(directory, task, n, split)
+    where = source_locations(directory)
     if not records:
         console.print(f"no records in {split}/{task}")
     colours = {"system": "magenta", "user": "cyan", "assistant": "green"}
     for rec in records:
+        place = where(rec["source"], rec["source_index"])
+        if not console.is_terminal:
+            console.print(f"== {rec['id']}  ({place})", markup=False)
+            for m in rec["messages"]:
+                console.print(f"-- {m['role']}\n{m['content']}", markup=False)
+            continue
         body = "\n\n".join(f"[bold {colours[m['role']]}]{m['role']}[/]\n{_escape(m['content'])}" for m in rec["messages"])
-        console.print(Panel(body, title=f"{rec['id']}", subtitle=f"{rec['source']}:{rec['source_index']}",
-                            title_align="left", subtitle_align="right"))
+        console.print(Panel(body, title=f"{rec['id']}", subtitle=_escape(place), title_align="left",
+                            subtitle_align="right"))
 
 
 def _escape(text: str) -> str:

@@ -67,13 +67,20 @@ class DecontaminationConfig(_Strict):
 
 class TaskConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    sources: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)  # one glob, or a list of globs
     kind: TaskKind = "chat"  # text: one record per file, loss on every token (pretraining)
     format: FormatName = "auto"
     quality: QualityConfig | None = None  # None: the global `quality`
     split: SplitConfig | None = None  # None: the global `split`
     decontaminate: bool = True
     max_chars: int | None = Field(None, ge=1)  # None: the global `max_chars`
+    # A task that keeps no record is an error unless this is set. Not hashed: it changes no output byte.
+    allow_empty: bool = Field(False, exclude=True)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _one_source(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _text_has_no_format(self) -> TaskConfig:

@@ -27,7 +27,7 @@ from .dedup import ExactDeduper, NearDeduper
 from .formats import PAIR_FORMATS, convert, detect_format
 from .manifest import MANIFEST, REJECTS, SCHEMA_VERSION, is_complete, write_manifest
 from .progress import PrepProgress
-from .records import Message, RawItem, Rejected
+from .records import Message, RawItem, Rejected, location
 from .shards import SCHEMA, ShardWriter, SpoolWriter, read_spool, sha256_file
 from .split import SmallestKeys, fraction_threshold, split_key
 from .validate import normalise_chat, normalise_text
@@ -55,6 +55,10 @@ class TaskCounts:
     contaminated: int = 0
     reasons: Counter = field(default_factory=Counter)  # "category:reason" -> count
     contaminated_by: Counter = field(default_factory=Counter)  # benchmark -> count
+
+
+class EmptyTaskError(ValueError):
+    """Every record of a task was rejected, a duplicate or contaminated: training would silently lack the task."""
 
 
 @dataclass
@@ -110,6 +114,8 @@ class _Run:
         self.decontam = Decontaminator(benches, dc.ngram, dc.docstring_fraction, dc.min_docstring_words) if benches else None
         self.counts: dict[str, TaskCounts] = {t.name: TaskCounts(t.kind) for t in config.tasks}
         self.sources: list[dict[str, Any]] = []
+        self.containers: dict[str, str] = {}  # source label -> container, for `location`
+        self.first_reject: dict[str, str] = {}  # task -> where and why its first record was not kept
         self.ids_seen: Counter = Counter()  # only used when exact dedup is off (ids must stay unique)
         self._spools: dict[str, tuple[SpoolWriter, SmallestKeys | None]] = {}  # pass 1 -> pass 2, per task
         # Forked before any output file is open; the workers inherit the benchmarks and permutations loaded above.
@@ -125,8 +131,10 @@ class _Run:
                reason: str, detail: str) -> None:
         setattr(counts, category, getattr(counts, category) + 1)
         counts.reasons[f"{category}:{reason}"] += 1
-        entry = {"task": task, "source": source, "index": item_index, "category": category, "reason": reason,
-                 "detail": detail, "raw": raw}
+        where = location(source, item_index, self.containers[source])
+        self.first_reject.setdefault(task, f"{where}: {category} {reason}" + (f" ({detail})" if detail else ""))
+        entry = {"task": task, "source": source, "index": item_index, "where": where, "category": category,
+                 "reason": reason, "detail": detail, "raw": raw}
         self.rejects.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def run_task(self, task: TaskConfig) -> None:
@@ -144,6 +152,7 @@ class _Run:
                 fmt, items = task.format, read_items(path)
             source = {"task": task.name, "path": label, "bytes": path.stat().st_size, "sha256": sha256_file(path),
                       "container": "text" if task.kind == "text" else container_of(path), "format": fmt, "read": 0}
+            self.containers[label] = source["container"]
             self.progress.start_source(task.name, label)
             n_read = 0
             for item in items:
@@ -284,11 +293,13 @@ class _Run:
 
 
 def run_prep(config: PrepConfig, output: Path | str | None = None, progress: bool = True,
-             workers: int | None = None) -> PrepResult:
+             workers: int | None = None, allow_empty: bool = False) -> PrepResult:
     """Prepare the dataset `config` describes into `output` (default: the config's `output`); see module doc.
 
     `workers`: processes for the per-record work (`work.analyse`); None picks one per CPU when the input is
     large enough to pay for them, 0 works inline. The outputs are byte-identical for every value.
+    A task that keeps no record raises `EmptyTaskError` (after rejects.jsonl is written, so the reasons can be
+    read) unless `allow_empty` or the task's `allow_empty` key is set.
     """
     start = time.perf_counter()
     config.check_sources()  # also for configs built without from_yaml/from_dict: fail before any work
@@ -311,6 +322,7 @@ def run_prep(config: PrepConfig, output: Path | str | None = None, progress: boo
         finally:
             state.analyser.close()
             state.rejects.close()
+        _check_not_empty(config, state, out, allow_empty)
         bar.writing()
         splits = {task.name: state.write_shards(task) for task in config.tasks}
     (out / SPOOL_DIR).rmdir()
@@ -318,6 +330,23 @@ def run_prep(config: PrepConfig, output: Path | str | None = None, progress: boo
     manifest = build_manifest(config, state, splits)
     write_manifest(out, manifest)
     return PrepResult(out, False, manifest, time.perf_counter() - start)
+
+
+def _check_not_empty(config: PrepConfig, state: _Run, out: Path, allow_empty: bool) -> None:
+    empty = [t for t in config.tasks if state.counts[t.name].kept == 0 and not (allow_empty or t.allow_empty)]
+    if not empty:
+        return
+    shutil.rmtree(out / SPOOL_DIR)
+    (out / (REJECTS + ".tmp")).replace(out / REJECTS)
+    parts = []
+    for task in empty:
+        c = state.counts[task.name]
+        first = state.first_reject.get(task.name)
+        parts.append(f"task {task.name!r} kept 0 of {c.read} records" + (f", first: {first}" if first else ""))
+    raise EmptyTaskError(
+        f"{'; '.join(parts)}; every reason is in {out / REJECTS} (set `allow_empty: true` on the task or pass "
+        "--allow-empty to write the dataset anyway)"
+    )
 
 
 def benchmark_files(config: PrepConfig) -> list[dict[str, str]]:

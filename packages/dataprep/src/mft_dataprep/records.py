@@ -22,7 +22,8 @@ class RawItem:
     """One record as read from a container: the parsed object, or the error that stopped parsing it.
 
     `index` is the 1-based line number for JSON Lines and the 0-based position for JSON arrays, Parquet rows and
-    text files. `raw` is the record's text as it was in the file (invalid bytes shown as backslash escapes).
+    text files (see `location`). `raw` is the record's text as it was in the file (invalid bytes shown as backslash
+    escapes).
     """
 
     index: int
@@ -41,3 +42,14 @@ class Record:
     source_index: int
     messages: list[Message]
     raw: str
+
+
+def location(source: str, index: int, container: str) -> str:
+    """How a record's place is written everywhere (rejects, `show`, errors, stats): `file:line` with the 1-based
+    line number for JSON Lines, `file[index]` with the 0-based element or row index for JSON arrays and Parquet,
+    and the file alone for a text file (one record per file)."""
+    if container == "jsonl":
+        return f"{source}:{index}"
+    if container == "text":
+        return source
+    return f"{source}[{index}]"

@@ -3,13 +3,14 @@ over the memory-mapped Arrow shards; plus the manifest's totals and reject reaso
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from .manifest import read_manifest
+from .manifest import REJECTS, read_manifest
 from .shards import SCHEMA, open_shard
 
 _QUERY = """
@@ -49,4 +50,20 @@ def compute_stats(directory: Path) -> dict[str, Any]:
         for reason, n in task["reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + n
     return {"splits": rows, "totals": manifest["totals"], "reasons": dict(sorted(reasons.items())),
+            "first_at": first_reject_at(directory / REJECTS, set(reasons)),
             "tasks": {name: {"kind": t["kind"], "valid_note": t["valid_note"]} for name, t in manifest["tasks"].items()}}
+
+
+def first_reject_at(rejects: Path, reasons: set[str]) -> dict[str, str]:
+    """`category:reason` -> where its first record is (`file:line` or `file[index]`, see records.location); reads
+    rejects.jsonl only until every reason is found."""
+    found: dict[str, str] = {}
+    if not rejects.is_file():
+        return found
+    with open(rejects, encoding="utf-8") as f:
+        for line in f:
+            if len(found) == len(reasons):
+                break
+            entry = json.loads(line)
+            found.setdefault(f"{entry['category']}:{entry['reason']}", entry.get("where", ""))
+    return found

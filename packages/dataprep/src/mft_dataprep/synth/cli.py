@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from ..cli_app import output_console
 from .build import generate
 from .config import EXECUTABLE_TASKS, TASK_FORMATS, TASKS, SynthConfig
 from .tasks import GenerationError
@@ -61,7 +61,7 @@ def synth_command(
     try:
         summary = generate(output, config=cfg)
     except GenerationError as err:
-        typer.echo(f"mft-prep synth: {err}", err=True)
+        typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     table = Table(
         title=f"synthetic corpus, seed {summary.seed}{' (already complete)' if summary.reused else ''}"
@@ -77,6 +77,6 @@ def synth_command(
             str(summary.heldout_counts.get(task, 0)) if executable else "-",
             str(summary.heldout_hard_counts.get(task, 0)) if executable else "-",
         )
-    console = Console()
+    console = output_console()
     console.print(table)
     console.print(f"prep config: {summary.prep_config_path}\nmanifest:    {summary.manifest_path}")
