@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mft_eval import __version__
 from mft_eval.extract import BASE_STOPS, MBPP_BASE_STOPS, program_from_answer, program_from_completion
+from mft_eval.humaneval_x import hooks as humaneval_x
 from mft_eval.outputs import read_jsonl, write_json_atomic, write_jsonl_atomic
-from mft_eval.problems import Benchmark, load_benchmark
+from mft_eval.problems import Benchmark
 from mft_eval.prompts import MFTCODER_TEMPLATE, build_prompt, default_mode
 from mft_eval.report import write_report
 from mft_eval.samples import Sample, read_samples
@@ -33,7 +34,10 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="checkpoint directory (full model or PEFT adapter); needed by run")
-    benchmark: str = Field("humaneval", description="humaneval, mbpp, mbpp:PATH, or a HumanEval-format JSONL path")
+    benchmark: str = Field("humaneval", description="humaneval, mbpp, mbpp:PATH, humaneval-x:LANG (cpp, java, js, go, "
+                           "rust) or a HumanEval-format JSONL path (a HumanEval-X one with 'language')")
+    language: Literal["cpp", "java", "js", "go", "rust"] | None = Field(
+        None, description="the HumanEval-X language of a benchmark given as a path (humaneval-x:LANG names its own)")
     output: Path = Field(..., description="output directory")
     samples: Path | None = Field(None, description="samples file to score (score only)")
     prompt_mode: Literal["base", "chat", "mftcoder"] | None = Field(
@@ -76,7 +80,7 @@ class EvalConfig(BaseModel):
 
 
 def _load(config: EvalConfig) -> Benchmark:
-    bench = load_benchmark(config.benchmark)
+    bench = humaneval_x.load(config.benchmark, config.language)
     if config.limit is not None:
         bench = Benchmark(bench.name, bench.path, bench.sha256, bench.problems[: config.limit])
     return bench
@@ -102,8 +106,8 @@ def _finish(
 
     with Progress(transient=True) as progress:
         task = progress.add_task("executing", total=len(samples))
-        results, isolation = execute(bench, samples, config.sandbox(), config.header,
-                                   on_done=lambda _i, _r: progress.advance(task))
+        results, isolation = humaneval_x.execute(config, bench, samples, execute,
+                                                     on_done=lambda _i, _r: progress.advance(task))
     elapsed = time.monotonic() - started
     values, skipped, counts, per_problem = aggregate(bench, results, config.k)
     if sample_rows is not None:
@@ -133,7 +137,7 @@ def _finish(
         },
         "execution_seconds": round(elapsed, 3),
     }
-    write_json_atomic(output / "summary.json", summary)
+    write_json_atomic(output / "summary.json", humaneval_x.amend_summary(summary))
     write_report(output, summary, result_rows)
     return output
 
@@ -200,8 +204,8 @@ def run(config: EvalConfig) -> Path:
 
     tokenizer = load_tokenizer(model_path)
     mode = config.prompt_mode or default_mode(tokenizer)
-    stops = list(config.stop) if config.stop is not None else default_stops(mode, bench)
-    prompts = [build_prompt(p, mode, tokenizer) for p in bench.problems]
+    stops = humaneval_x.stops(config, mode, bench, default_stops)
+    prompts = humaneval_x.prompts(bench, mode, tokenizer, build_prompt)
     decoding = DecodingConfig(config.max_new_tokens, config.temperature, config.top_p, config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -212,13 +216,11 @@ def run(config: EvalConfig) -> Path:
 
     def to_row(pi: int, si: int, gen) -> dict:
         problem = bench.problems[pi]
-        if mode == "base":
-            program, how = program_from_completion(gen.text, problem), "prompt+completion"
-        else:
-            program, how = program_from_answer(gen.text, problem)
+        program, completion, how = humaneval_x.candidate(problem, gen, mode, program_from_completion,
+                                                         program_from_answer)
         return {
             "task_id": problem.task_id, "sample_index": si, "prompt": prompts[pi], "raw_generation": gen.raw_text,
-            "completion": gen.text, "program": program, "extraction": how, "stopped_by": gen.stopped_by,
+            "completion": completion, "program": program, "extraction": how, "stopped_by": gen.stopped_by,
             "num_tokens": gen.num_tokens,
         }
 

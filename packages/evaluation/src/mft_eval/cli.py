@@ -39,13 +39,17 @@ def score(
     output: Path = typer.Option(..., help="output directory"),
     benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, mbpp:PATH or a HumanEval-format JSONL"),
     header: str = typer.Option("none", help="'codefuse' prepends codefuse-evaluation's import header"),
-    timeout: float = typer.Option(3.0, help="seconds per program"),
+    timeout: float = typer.Option(None, help="seconds per program (default 3; HumanEval-X: the language's "
+                                  "limit, compilation included)"),
+    language: str = typer.Option(None, help="the HumanEval-X language of a --benchmark PATH: cpp, java, js, "
+                                 "go or rust"),
     k: str = typer.Option("1,10,100", help="pass@k values"),
     workers: int = typer.Option(0, help="parallel programs (0 = 2 x CPUs)"),
     limit: int = typer.Option(None, help="only the first N problems"),
 ) -> None:
     """Score existing completions."""
     config = _config(samples=samples, output=output, benchmark=benchmark, header=header, timeout=timeout,
+                     language=language,
                      k=_ks(k), workers=workers, limit=limit)
     print_report(api_score(config), console, max_failing=20)
 
@@ -62,7 +66,10 @@ def run(
     max_new_tokens: int = typer.Option(512),
     batch_size: int = typer.Option(8),
     stop: list[str] = typer.Option(None, help="stop sequence (repeatable); default: the mode's list"),
-    timeout: float = typer.Option(3.0, help="seconds per program"),
+    timeout: float = typer.Option(None, help="seconds per program (default 3; HumanEval-X: the language's "
+                                  "limit, compilation included)"),
+    language: str = typer.Option(None, help="the HumanEval-X language of a --benchmark PATH: cpp, java, js, "
+                                 "go or rust"),
     header: str = typer.Option("none", help="'codefuse' prepends codefuse-evaluation's import header"),
     backend: str = typer.Option("hf", help="hf or vllm"),
     seed: int = typer.Option(0),
@@ -75,7 +82,8 @@ def run(
     """Generate completions with a checkpoint, then score them."""
     config = _config(model=str(model), output=output, benchmark=benchmark, prompt_mode=prompt_mode, n=n,
                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                     stop=stop or None, timeout=timeout, header=header, backend=backend, seed=seed, dtype=dtype,
+                     stop=stop or None, timeout=timeout,
+                     language=language, header=header, backend=backend, seed=seed, dtype=dtype,
                      device=device, k=_ks(k), limit=limit, workers=workers)
     print_report(api_run(config), console, max_failing=20)
 
