@@ -60,7 +60,7 @@ def verdict(lang: str, reply: dict, n_steps: int, timeout: float) -> tuple[str, 
     if last["exit"] == "signal SIGXCPU":
         return "timeout", f"CPU time limit exceeded during {last['name']} (SIGXCPU)"
     output = last["output"]
-    if last["name"] in ("compile", "check") or (lang == "go" and "[build failed]" in output):
+    if last["name"] in ("compile", "check") or (lang == "go" and ("[build failed]" in output or "[setup failed]" in output)):
         return "failed", f"compilation error: {first_error_line(output)}"[:300]
     if lang == "js" and last["code"] == 0:
         return "failed", f"printed: {first_error_line(output)}"[:300]
