@@ -36,13 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from mft_trainer import checkpoint as ckpt
 from mft_trainer.checkpoint import finite_or_none
 from mft_trainer.config import TrainConfig
 from mft_trainer.data import stream as data_mod
-from mft_trainer.data.dataset import open_prepared
 from mft_trainer.distributed import (
     Backend,
     DistEnv,
@@ -52,10 +50,13 @@ from mft_trainer.distributed import (
     init_distributed,
     wrap_model,
 )
+from mft_trainer.inputs import check_inputs, open_dataset
 from mft_trainer.loss.controller import BalancingController
 from mft_trainer.loss.step import StepLoss
 from mft_trainer.metrics_log import MetricsLogger
 from mft_trainer.model import build, forward, unwrap
+from mft_trainer.progress import TrainProgress, stdout_console
+from mft_trainer.run_dir import StartPlan, clear_earlier_run, plan_start
 
 Batch = dict[str, torch.Tensor]
 
@@ -70,15 +71,19 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def run_training(cfg: TrainConfig, progress: bool = True, stop_at_step: int | None = None) -> Path:
+def run_training(cfg: TrainConfig, progress: bool = True, stop_at_step: int | None = None, *,
+                 overwrite: bool = False, allow_config_change: bool = False) -> Path:
     """Train as configured; return `output_dir/final`.
 
     stop_at_step: stop after that many optimizer steps with a checkpoint but no final model, as a preempted job
     would (resuming then continues the same trajectory); None trains to max_steps.
+    overwrite / allow_config_change: see `run_dir.plan_start` (what an output_dir holding a run allows).
     """
+    check_inputs(cfg)  # one-line errors before any process group, model or tokenizer
+    plan = plan_start(cfg, overwrite=overwrite, allow_config_change=allow_config_change)
     env = init_distributed(cfg.distributed)
     try:
-        final = _train(cfg, env, progress=progress, stop_at_step=stop_at_step)
+        final = _train(cfg, env, plan=plan, progress=progress, stop_at_step=stop_at_step)
     except BaseException:
         cleanup_distributed(env, failed=True)  # no barrier: other ranks may already be gone
         raise
@@ -86,15 +91,22 @@ def run_training(cfg: TrainConfig, progress: bool = True, stop_at_step: int | No
     return final
 
 
-def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int | None) -> Path:
+def _train(cfg: TrainConfig, env: DistEnv, *, plan: StartPlan, progress: bool, stop_at_step: int | None) -> Path:
     # ---- setup -------------------------------------------------------------------------------------------------
     output_dir = Path(cfg.output_dir)
+    # Every rank planned from the same files before joining the process group (so before any rank changes them);
+    # rank 0's decision is the one used.
+    resume_from = broadcast_object(env, plan.resume_from)
+    console = stdout_console()
     if env.is_main:
+        if plan.clear:
+            clear_earlier_run(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temps(output_dir)
-    resume_from = broadcast_object(env, ckpt.resolve_resume(cfg.resume, output_dir))
+        console.print(plan.message, markup=False, soft_wrap=True)
+    barrier(env)
 
-    dataset = open_prepared(cfg.data.path)
+    dataset = open_dataset(cfg)
     tasks = list(dataset.tasks)
     cfg.loss.check_tasks(tasks)
     seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -142,10 +154,9 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     else:
         ctl.on_train_begin(0)  # no-op without a balancer; CoBa/self-paced: step-0 losses on the slice
 
-    logger = MetricsLogger(
-        output_dir, active=env.is_main, total_steps=cfg.max_steps, start_step=start_step,
-        tensorboard=cfg.logging.tensorboard, progress=progress, task_names=tasks,
-    )
+    logger = MetricsLogger(output_dir, active=env.is_main, start_step=start_step, tensorboard=cfg.logging.tensorboard)
+    bar = TrainProgress(total=cfg.max_steps, start_step=start_step, log_every=cfg.logging.log_every, live=progress,
+                        active=env.is_main, console=console)
     local_numel, full_numel = backend.local_parameter_numel()
     logger.log(start_step, {
         "event": "resumed" if resume_from is not None else "started", "from": str(resume_from or ""),
@@ -166,7 +177,6 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
     result = None
     stopped_early = False
     step = start_step
-    last_valid = ""
     for step in range(start_step, last_stop):
         started = time.perf_counter()
         micro = [_to_device(mb, env.device) for mb in stream.next_step()]
@@ -192,11 +202,12 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         }
         if aux_mean is not None:
             metrics["aux_loss"] = aux_mean
-        if report.validated:
-            last_valid = _valid_detail(tasks, report.metrics)
         if done % cfg.logging.log_every == 0 or done == last_stop or report.validated or report.should_stop:
             logger.log(done, metrics)
-        logger.advance(done, result.loss, metrics["tokens_per_s"], _train_detail(tasks, report.metrics) + last_valid)
+        bar.update(done, loss=result.loss, lr=lr, tokens_per_s=metrics["tokens_per_s"],
+                   tasks=_train_detail(tasks, report.metrics),
+                   valid=_valid_detail(tasks, report.metrics) if report.validated else "",
+                   force=done == last_stop or report.should_stop)
 
         if report.is_best:
             ckpt.save_best(backend, tokenizer, cfg, env, report, record_base)
@@ -206,6 +217,8 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
             if env.is_main:
                 logger.log(done, {"event": "early_stop", "best_step": ctl.early_stopping.best_step,
                                   "patience": ctl.early_stopping.patience})
+                bar.note(f"early stop at step {done}: no better validation for {ctl.early_stopping.patience} "
+                         f"validations (best step {ctl.early_stopping.best_step})")
             break
 
         # ---- checkpoint ------------------------------------------------------------------------------------------
@@ -219,6 +232,8 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         end = ctl.on_train_end(step, output_dir if env.is_main else None)  # final validation if not done at `step`
         if end.validated:
             logger.log(step, _clean(end.metrics))
+            bar.close()
+            bar.note(f"valid step {step}/{cfg.max_steps} | {_valid_detail(tasks, end.metrics)}")
             if end.is_best:
                 ckpt.save_best(backend, tokenizer, cfg, env, end, record_base)
         valid = {t: finite_or_none(v) for t, v in zip(tasks, _last_valid(ctl), strict=True)}
@@ -241,7 +256,9 @@ def _train(cfg: TrainConfig, env: DistEnv, *, progress: bool, stop_at_step: int 
         ckpt.save_final(backend, tokenizer, cfg, env, final_dir, record)
         if env.is_main:
             logger.close()
-            Console().print(ctl.summary_table())
+            bar.close()
+            console.print(ctl.summary_table())
+    bar.close()
     logger.close()
     barrier(env)
     return final_dir
@@ -269,7 +286,7 @@ def _train_detail(tasks: list[str], m: dict[str, float]) -> str:
 
 
 def _valid_detail(tasks: list[str], m: dict[str, float]) -> str:
-    return " || valid " + " ".join(f"{t} {m.get(f'valid_loss/{t}', float('nan')):.3f}" for t in tasks)
+    return " | ".join(f"{t} {m.get(f'valid_loss/{t}', float('nan')):.3f}" for t in tasks)
 
 
 def forward_backward(

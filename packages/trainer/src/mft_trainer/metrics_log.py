@@ -1,5 +1,4 @@
-"""Training metrics: a rich progress bar (step, loss, tokens/s, ETA, per-task losses and weights), `metrics.jsonl`
-and TensorBoard (rank 0).
+"""Training metrics: `metrics.jsonl` and TensorBoard (rank 0). What stdout shows is `progress.py`.
 
 On resume, lines of `metrics.jsonl` written after the resumed step by the interrupted run are dropped, so the file
 always describes one trajectory.
@@ -11,15 +10,6 @@ import json
 import math
 from pathlib import Path
 from typing import Any
-
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from mft_trainer.atomic import write_text
 
@@ -49,17 +39,11 @@ class MetricsLogger:
         output_dir: Path,
         *,
         active: bool,
-        total_steps: int,
         start_step: int,
         tensorboard: bool,
-        progress: bool,
-        task_names: list[str],
     ) -> None:
         self.active = active
-        self.task_names = task_names
         self._writer = None
-        self._progress: Progress | None = None
-        self._task_id = None
         self.path = Path(output_dir) / METRICS_FILE
         if not active:
             return
@@ -70,21 +54,6 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"), purge_step=start_step + 1)
-        if progress:
-            self._progress = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[tps]} tok/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[detail]}"),
-            )
-            self._progress.start()
-            self._task_id = self._progress.add_task("train", total=total_steps, completed=start_step, loss="-", tps="-",
-                                                  detail="")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.active:
@@ -101,18 +70,9 @@ class MetricsLogger:
                         if isinstance(v, int | float) and math.isfinite(v):
                             self._writer.add_scalar(f"{key}/{sub}", v, step)
 
-    def advance(self, step: int, loss: float, tokens_per_s: float, detail: str = "") -> None:
-        """Move the bar; `detail` is a short per-task line (train/validation loss and weight of each task)."""
-        if self.active and self._progress is not None:
-            self._progress.update(
-                self._task_id, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:,.0f}", detail=detail
-            )
-
     def close(self) -> None:
         if not self.active:
             return
-        if self._progress is not None:
-            self._progress.stop()
         if self._writer is not None:
             self._writer.close()
         self._file.close()

@@ -1,5 +1,5 @@
-"""merge_adapter: base resolution (given, adapter_config, base_model/ beside), bf16 and fp32 outputs, run metadata
-carried over, clear errors."""
+"""merge_adapter: base resolution (given, adapter_config, base_model/ beside), bf16/fp16/fp32 outputs and the default
+(the base's own dtype), run metadata carried over, clear errors (a full model given as the adapter)."""
 
 from __future__ import annotations
 
@@ -83,10 +83,31 @@ def test_base_resolution_and_errors(tmp_path: Path) -> None:
     # A base saved beside the adapter (how init-built bases travel) is found when the named path is gone.
     shutil.copytree(moved, adapter / save.BASE_MODEL_SUBDIR)
     assert resolve_base(adapter, None) == str(adapter / save.BASE_MODEL_SUBDIR)
-    with pytest.raises(ValueError, match="not a LoRA adapter directory"):
+    with pytest.raises(ValueError, match="holds a full model .*nothing to merge"):
         merge_adapter(out, tmp_path / "again")
-    with pytest.raises(ValueError, match="dtype 'fp16'"):
-        merge_adapter(adapter, tmp_path / "again", dtype="fp16")
+    with pytest.raises(ValueError, match="does not exist"):
+        merge_adapter(tmp_path / "nowhere", tmp_path / "again")
+    with pytest.raises(ValueError, match="dtype 'int8'; expected one of auto, bf16, fp16, fp32"):
+        merge_adapter(adapter, tmp_path / "again", dtype="int8")
+
+
+def test_merge_dtype_defaults_to_the_bases_own(tmp_path: Path) -> None:
+    from mft_trainer.model.merge import base_dtype
+    from transformers import AutoModelForCausalLM
+
+    _, adapter = trained_adapter(tmp_path)
+    assert base_dtype(str(tmp_path / "base")) == "fp32"  # built in fp32 and saved so
+    auto = AutoModelForCausalLM.from_pretrained(str(merge_adapter(adapter, tmp_path / "auto")), dtype="auto")
+    assert auto.model.embed_tokens.weight.dtype == torch.float32
+    half = merge_adapter(adapter, tmp_path / "fp16", dtype="fp16")
+    assert json.loads((half / "config.json").read_text())["dtype"] == "float16"
+    # A base stored in bf16 merges to bf16 when no dtype is asked for.
+    base16 = AutoModelForCausalLM.from_pretrained(str(tmp_path / "base"), dtype=torch.bfloat16)
+    base16.save_pretrained(str(tmp_path / "base16"))
+    assert base_dtype(str(tmp_path / "base16")) == "bf16"
+    merged = AutoModelForCausalLM.from_pretrained(
+        str(merge_adapter(adapter, tmp_path / "merged16", base=tmp_path / "base16")), dtype="auto")
+    assert merged.model.embed_tokens.weight.dtype == torch.bfloat16
 
 
 def test_init_base_adapter_survives_being_moved(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     """Raise ValueError, naming the keys, for combinations no run can honour."""
     if cfg.schedule.warmup_steps > cfg.max_steps:
         raise ValueError(
-            f"schedule.warmup_steps ({cfg.schedule.warmup_steps}) must be <= max_steps ({cfg.max_steps})"
+            f"schedule.warmup_steps ({cfg.schedule.warmup_steps}) must be <= max_steps ({cfg.max_steps}): the "
+            f"warm-up would never finish; set schedule.warmup_steps={cfg.max_steps} or lower, or raise max_steps"
         )
     if cfg.schedule.min_lr > cfg.optimizer.lr:
         raise ValueError(f"schedule.min_lr ({cfg.schedule.min_lr}) must be <= optimizer.lr ({cfg.optimizer.lr})")

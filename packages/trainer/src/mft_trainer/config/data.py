@@ -44,6 +44,11 @@ class DataConfig(Section):
         None, gt=0, description="bin-pack the epoch in windows of this many samples (default: the whole epoch)"
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    allow_empty_tasks: bool = Field(
+        False,
+        description="train without the tasks the dataset's manifest names but holds no train records for (all "
+        "records rejected by mft-prep); default: such a task is an error naming it",
+    )
     num_workers: int | None = Field(
         None,
         ge=0,

@@ -82,7 +82,8 @@ _STR_PATH_KEYS = {"model.path", "model.tokenizer"}
 
 
 def resolve_relative_paths(model: BaseModel, *, yaml_dir: Path, cwd: Path, cli_keys: set[str], prefix: str = "") -> None:
-    """Make every relative `Path` field absolute: against cwd if the key came from the command line, else yaml_dir."""
+    """Make every relative `Path` field absolute: `~` is the home folder; otherwise against cwd if the key came from
+    the command line, else yaml_dir."""
     for name in type(model).model_fields:
         value = getattr(model, name)
         key = f"{prefix}{name}"
@@ -90,7 +91,9 @@ def resolve_relative_paths(model: BaseModel, *, yaml_dir: Path, cwd: Path, cli_k
         if isinstance(value, BaseModel):
             resolve_relative_paths(value, yaml_dir=yaml_dir, cwd=cwd, cli_keys=cli_keys, prefix=f"{key}.")
         elif isinstance(value, Path) and not value.is_absolute():
-            object.__setattr__(model, name, (base / value).resolve())
+            object.__setattr__(model, name, (base / value.expanduser()).resolve())  # `~/...`: the home folder
         elif key in _STR_PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute():
-            if value.startswith(("./", "../")) or (base / value).exists():
+            if value.startswith("~"):
+                object.__setattr__(model, name, str(Path(value).expanduser().resolve()))
+            elif value.startswith(("./", "../")) or (base / value).exists():
                 object.__setattr__(model, name, str((base / value).resolve()))

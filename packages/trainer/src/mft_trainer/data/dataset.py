@@ -46,6 +46,7 @@ class PreparedDataset:
     tasks: list[str]
     task_kinds: dict[str, str]
     shards: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
+    empty_tasks: list[str] = field(default_factory=list)  # named by the manifest, with no train records
 
     def shard_paths(self, split: str, task: str | None = None) -> list[Path]:
         """Shards of `split` (all tasks in task order, or one task), each in part order."""
@@ -95,9 +96,12 @@ def open_prepared(path: str | Path) -> PreparedDataset:
     """Open a prepared dataset; fails with the file name when the manifest or a listed shard is missing."""
     root = Path(path)
     manifest_path = root / "manifest.json"
+    if not root.is_dir():
+        raise PreparedDatasetError(f"{root} does not exist; expected a prepared dataset folder written by mft-prep")
     if not manifest_path.is_file():
         raise PreparedDatasetError(
-            f"{manifest_path} not found: {root} is not a complete prepared dataset (mft-prep writes manifest.json last)"
+            f"{manifest_path} not found: {root} is not a complete prepared dataset (mft-prep writes manifest.json "
+            "last; raw data goes through `mft-prep run` first)"
         )
     raw = manifest_path.read_bytes()
     try:
@@ -120,8 +124,12 @@ def open_prepared(path: str | Path) -> PreparedDataset:
             if rel and not (root / rel).is_file():
                 raise PreparedDatasetError(f"{manifest_path}: shard {rel} is listed but missing")
     tasks = sorted({task for (_, task) in shards})
+    named = manifest.get("tasks")
+    named = list(named) if isinstance(named, dict) else [e.get("name") for e in named or [] if isinstance(e, dict)]
+    empty = sorted(str(t) for t in named if t and (SPLITS[0], t) not in shards)
     if not tasks:
-        raise PreparedDatasetError(f"{root}: no shards found under train/<task>/part-*.arrow")
+        raise PreparedDatasetError(f"{root}: no shards found under train/<task>/part-*.arrow"
+                                   + (f" (manifest.json tasks with no records: {', '.join(empty)})" if empty else ""))
     return PreparedDataset(
         path=root,
         manifest=manifest,
@@ -129,4 +137,5 @@ def open_prepared(path: str | Path) -> PreparedDataset:
         tasks=tasks,
         task_kinds=_task_kinds(manifest, tasks),
         shards=shards,
+        empty_tasks=empty,
     )

@@ -13,13 +13,14 @@ from typing import Any
 from torch import nn
 
 from mft_trainer.config.model import PeftSettings
+from mft_trainer.model.quiet import import_peft
 
 
 def lora_config(peft_cfg: PeftSettings) -> Any:
     """The peft LoraConfig for the `peft:` section."""
-    from peft import LoraConfig
+    peft = import_peft(quantized=peft_cfg.method == "qlora")
 
-    return LoraConfig(
+    return peft.LoraConfig(
         r=peft_cfg.r,
         lora_alpha=peft_cfg.alpha,
         lora_dropout=peft_cfg.dropout,
@@ -32,12 +33,11 @@ def lora_config(peft_cfg: PeftSettings) -> Any:
 
 def apply_lora(model: nn.Module, peft_cfg: PeftSettings) -> nn.Module:
     """Wrap `model` in a PeftModel with fresh LoRA adapters; only the adapters train."""
-    from peft import get_peft_model
-
+    peft = import_peft(quantized=peft_cfg.method == "qlora")
     if peft_cfg.method not in ("lora", "qlora"):
         raise ValueError(f"peft.method: apply_lora called for {peft_cfg.method!r}")
     try:
-        return get_peft_model(model, lora_config(peft_cfg))
+        return peft.get_peft_model(model, lora_config(peft_cfg))
     except ValueError as exc:
         raise ValueError(f"peft.target_modules / peft.target_parameters: {exc}") from exc
 

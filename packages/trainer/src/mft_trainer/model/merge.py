@@ -1,7 +1,8 @@
 """`mft-train merge`: fold a LoRA adapter into its base and save a full Hugging Face model (Contract 2).
 
-The base is loaded unquantised in bf16 or fp32 (even for a QLoRA adapter: merging into NF4 weights would
-re-quantise the update away), the adapter applied and merged with peft's `merge_and_unload`, and the result
+The base is loaded unquantised (even for a QLoRA adapter: merging into NF4 weights would re-quantise the update
+away) in the dtype asked for, by default (`auto`) the dtype the base model's config.json records (fp32 when it
+records none, as for the bases mft-train builds from `model.init`), the adapter applied and merged with peft's `merge_and_unload`, and the result
 saved with the adapter directory's tokenizer (and therefore its training `chat_template`) and generation config.
 """
 
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import torch
 
+from mft_trainer.model.quiet import import_peft
 from mft_trainer.model.save import BASE_MODEL_SUBDIR, save_pretrained_with_template
 
-_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_CHOICES = ("auto", *_DTYPES)
 # Files of Contract 2 that describe the run rather than the weights; carried over unchanged.
 _RUN_METADATA = ("mft_train.json",)
 
@@ -29,8 +32,13 @@ def resolve_base(adapter_dir: Path, base: str | Path | None) -> str:
     if base is not None:
         return str(base)
     config_path = adapter_dir / "adapter_config.json"
+    if not adapter_dir.is_dir():
+        raise ValueError(f"adapter: {adapter_dir} does not exist; expected a LoRA adapter folder (adapter_config.json)")
     if not config_path.is_file():
-        raise ValueError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json)")
+        if (adapter_dir / "config.json").is_file():
+            raise ValueError(f"adapter: {config_path} not found: {adapter_dir} holds a full model (config.json), not "
+                             "a LoRA adapter, so there is nothing to merge; use the folder as it is")
+        raise ValueError(f"adapter: {config_path} not found: {adapter_dir} is not a LoRA adapter folder")
     named = json.loads(config_path.read_text()).get("base_model_name_or_path")
     if named and not Path(named).is_absolute() and (adapter_dir / named).is_dir():
         return str(adapter_dir / named)
@@ -47,19 +55,35 @@ def resolve_base(adapter_dir: Path, base: str | Path | None) -> str:
     )
 
 
+def base_dtype(base_path: str) -> str:
+    """The dtype name (bf16, fp16, fp32) the base model's config records; fp32 when it records none."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_path)
+    recorded = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(recorded, str):
+        recorded = getattr(torch, recorded, None)
+    return next((name for name, value in _DTYPES.items() if value == recorded), "fp32")
+
+
 def merge_adapter(
-    adapter_dir: str | Path, output_dir: str | Path, base: str | Path | None = None, dtype: str = "bf16"
+    adapter_dir: str | Path, output_dir: str | Path, base: str | Path | None = None, dtype: str = "auto"
 ) -> Path:
-    """Merge the LoRA adapter in `adapter_dir` into its base and save a full model to `output_dir`; return it."""
-    from peft import PeftModel
+    """Merge the LoRA adapter in `adapter_dir` into its base and save a full model to `output_dir`; return it.
+
+    dtype: auto (the base's own), bf16, fp16 or fp32.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    if dtype not in _DTYPES:
-        raise ValueError(f"merge: dtype {dtype!r}; expected bf16 or fp32")
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"merge: dtype {dtype!r}; expected one of {', '.join(DTYPE_CHOICES)}")
     adapter_dir = Path(adapter_dir)
     base_path = resolve_base(adapter_dir, base)
+    if dtype == "auto":
+        dtype = base_dtype(base_path)
+    peft = import_peft()
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_DTYPES[dtype])
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
     merged = model.merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     if not tokenizer.chat_template:

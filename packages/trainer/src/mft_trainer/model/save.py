@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 from mft_trainer.atomic import atomic_directory
 from mft_trainer.data.template import to_chat_template
 from mft_trainer.model.build import _INIT_BASES
+from mft_trainer.model.quiet import quiet_save
 from mft_trainer.model.unwrap import hf_model, unwrap_model
 
 BASE_MODEL_SUBDIR = "base_model"
@@ -59,8 +61,6 @@ def save_pretrained_with_template(
     - `state_dict`: a full (gathered) state dict for sharded backends (FSDP2 / ZeRO-3); call on rank 0 only.
     - `extra_files`: {name in out_dir: source file} copied in before the rename (e.g. mft_train.json).
     """
-    from peft import PeftModel
-
     out_dir = Path(out_dir).absolute()
     model = unwrap_model(model)
     hf = hf_model(model)
@@ -79,8 +79,9 @@ def save_pretrained_with_template(
     hf.config.pad_token_id = generation_config.pad_token_id
     hf.config.bos_token_id = tok.bos_token_id
 
-    with atomic_directory(out_dir) as tmp:
-        if isinstance(model, PeftModel):
+    peft = sys.modules.get("peft")  # never imported by a full fine-tune (see unwrap.hf_model)
+    with atomic_directory(out_dir) as tmp, quiet_save():
+        if peft is not None and isinstance(model, peft.PeftModel):
             model.save_pretrained(str(tmp), state_dict=state_dict)
             base = model.peft_config["default"].base_model_name_or_path or ""
             if os.path.realpath(base) in _INIT_BASES:
