@@ -30,10 +30,11 @@ one. Timeouts are wall-clock seconds for all steps of a program together, compil
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from mft_eval.humaneval_x.languages import LANGUAGES
-from mft_eval.humaneval_x.toolchains import Toolchain
+from mft_eval.humaneval_x.toolchains import JAVA_FAST_FLAGS, JAVA_FAST_FLAGS_JAVAC, Toolchain
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -73,17 +74,31 @@ def needs_crypto(prompt: str) -> bool:
     return "openssl/" in prompt
 
 
-def plan(lang: str, tc: Toolchain, source: str, prompt: str, timeout: float) -> Plan:
+def fast_builds() -> bool:
+    """Speed-ups that change no verdict (C++: the helpers' precompiled header; Java: C1, serial GC and javac's
+    class-data archive) are on unless ``MFT_EVAL_HUMANEVAL_X_PLAIN=1`` asks for codefuse's exact commands."""
+    return os.environ.get("MFT_EVAL_HUMANEVAL_X_PLAIN", "") in ("", "0")
+
+
+def plan(lang: str, tc: Toolchain, source: str, prompt: str, timeout: float, fast: bool | None = None) -> Plan:
     """The steps for one program; ``{dir}`` in argv/env is the program's private directory."""
+    fast = fast_builds() if fast is None else fast
     name = LANGUAGES[lang].source_file
     files = {name: source}
     if lang == "cpp":
-        compile_ = [tc.tools["g++"], "-std=c++11", name] + (["-lcrypto", "-lssl"] if needs_crypto(prompt) else [])
+        pch = ["-include", tc.cpp_pch] if fast and tc.cpp_pch else []
+        compile_ = [tc.tools["g++"], "-std=c++11", *pch, name] + (["-lcrypto", "-lssl"] if needs_crypto(prompt)
+                                                                   else [])
         return Plan(files, [], [{"name": "compile", "argv": compile_, "env": _env(tc)},
                                 {"name": "run", "argv": ["{dir}/a.out"], "env": _env(tc)}])
     if lang == "java":
-        return Plan(files, [], [{"name": "compile", "argv": [tc.tools["javac"], name], "env": _env(tc)},
-                                {"name": "run", "argv": [tc.tools["java"], "-cp", "{dir}", "Main"], "env": _env(tc)}])
+        javac_flags = [*JAVA_FAST_FLAGS_JAVAC] if fast else []
+        if fast and tc.java_cds:
+            javac_flags.append(f"-J-XX:SharedArchiveFile={tc.java_cds}")
+        java_flags = list(JAVA_FAST_FLAGS) if fast else []
+        return Plan(files, [], [
+            {"name": "compile", "argv": [tc.tools["javac"], *javac_flags, name], "env": _env(tc)},
+            {"name": "run", "argv": [tc.tools["java"], *java_flags, "-cp", "{dir}", "Main"], "env": _env(tc)}])
     if lang == "js":
         return Plan(files, [], [{"name": "run", "argv": [tc.tools["node"], name], "env": _env(tc)}])
     if lang == "go":
@@ -122,6 +137,7 @@ def describe(lang: str, tc: Toolchain, limits: Limits) -> dict:
         "steps": [{"name": s["name"], "argv": s["argv"], "env": {k: v for k, v in s["env"].items() if k != "PATH"}}
                   for s in example.steps],
         "copied_in": [dst for _src, dst in example.copy],
+        "fast_builds": fast_builds(),
         "pass_rule": "every step exits 0" + (" and nothing is printed" if lang == "js" else ""),
         "cpp_crypto_rule": "-lcrypto -lssl when the prompt includes openssl/ (CPP/162)" if lang == "cpp" else None,
         "limits": {"timeout_s": limits.timeout, "address_space_mb": limits.memory_mb,

@@ -9,6 +9,9 @@ into the cache (``$MFT_EVAL_CACHE``, else ``~/.cache/mft-eval``), outside the sa
   Debian registry (offline); its rlibs are passed to every program's ``rustc`` as ``--extern``.
 - Go: a build cache warmed by one ``go test`` that imports testify (GOPATH mode, ``GO111MODULE=off``); each
   program gets a private copy of it, so a program cannot leave anything in the cache for the next one.
+- C++: codefuse's helper includes (:data:`languages.CPP_HELPERS`) as a precompiled header (``g++ -std=c++11 -x
+  c++-header``), given to every compile with ``-include``; GCC ignores a PCH that does not match and parses.
+- Java: a class-data-sharing archive of javac's classes (``-XX:ArchiveClassesAtExit`` over one compile).
 - JavaScript: ``js-md5`` (``JavaScript/162`` requires it) from the npm registry into the cache, on ``NODE_PATH``.
 
 A language whose toolchain is missing is reported with the reason (the caller skips it, or fails under CI=true).
@@ -24,6 +27,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mft_eval.humaneval_x.languages import CPP_HELPERS
+
+# JIT and GC choices of the JVM for speed (C1 only, serial GC): they change no program's behaviour, only its speed
+JAVA_FAST_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+JAVA_FAST_FLAGS_JAVAC = tuple(f"-J{flag}" for flag in JAVA_FAST_FLAGS)
 RUST_CRATES = {"rand": "0.8", "regex": "1", "md5": "0.7"}
 DEBIAN_CARGO_REGISTRY = Path("/usr/share/cargo/registry")
 DEBIAN_GOPATH = Path("/usr/share/gocode")
@@ -52,6 +60,8 @@ class Toolchain:
     rust_externs: dict[str, str] = field(default_factory=dict)
     rust_deps_dir: str = ""
     go_cache: str = ""
+    cpp_pch: str = ""  # codefuse's helper includes, precompiled (helpers.h beside helpers.h.gch)
+    java_cds: str = ""  # a class-data archive of javac's classes
     notes: list[str] = field(default_factory=list)
 
     def unavailable(self, reason: str) -> Toolchain:
@@ -102,6 +112,23 @@ def cpp() -> Toolchain:
         return tc.unavailable("g++ is not installed (Debian: g++)")
     tc.tools["g++"] = gpp
     tc.versions["g++"] = _version([gpp, "--version"])
+    key = hashlib.sha256(tc.versions["g++"].encode()).hexdigest()[:12]
+    pch_dir = cache_dir() / f"cpp-{key}"
+    header = pch_dir / "helpers.h"
+    if not (pch_dir / "helpers.h.gch").is_file():
+        _mkdir(pch_dir)
+        header.write_text("".join(line + "\n" for line in CPP_HELPERS), encoding="utf-8")
+        tmp = pch_dir / "helpers.h.gch.tmp"
+        out = subprocess.run([gpp, "-std=c++11", "-x", "c++-header", str(header), "-o", str(tmp)],
+                             capture_output=True, text=True, timeout=600)
+        if out.returncode == 0:
+            os.replace(tmp, pch_dir / "helpers.h.gch")
+            _readable(pch_dir)
+        else:
+            tc.notes.append(f"the precompiled header did not build ({out.stderr.strip()[:200]}): plain compiles")
+    if (pch_dir / "helpers.h.gch").is_file():
+        tc.cpp_pch = str(header)
+        tc.ro_binds.append(str(pch_dir))
     if not Path("/usr/include/openssl/md5.h").is_file():
         tc.notes.append("libssl-dev is missing: CPP/162 (openssl/md5.h) cannot compile")
     return tc
@@ -116,6 +143,21 @@ def java() -> Toolchain:
     tc.versions.update(javac=_version([javac, "-version"]), java=_version([java_, "-version"]))
     # the JDK's conf/security files are links into /etc/java-N-openjdk (MessageDigest reads java.security)
     tc.ro_binds += sorted(str(p) for p in Path("/etc").glob("java-*-openjdk") if p.is_dir())
+    key = hashlib.sha256((tc.versions["javac"] + tc.versions["java"]).encode()).hexdigest()[:12]
+    cds_dir = cache_dir() / f"java-{key}"
+    archive = cds_dir / "javac.jsa"
+    if not archive.is_file():
+        work = _mkdir(cds_dir / "warmup")
+        (work / "Main.java").write_text("import java.util.*;\nclass Main { public static void main(String[] a) "
+                                        "{ List<Integer> x = new ArrayList<>(); System.out.println(x); } }\n")
+        subprocess.run([javac, *JAVA_FAST_FLAGS_JAVAC, f"-J-XX:ArchiveClassesAtExit={cds_dir / 'javac.jsa.tmp'}",
+                        "Main.java"], cwd=work, capture_output=True, timeout=600)
+        if (cds_dir / "javac.jsa.tmp").is_file():
+            os.replace(cds_dir / "javac.jsa.tmp", archive)
+            _readable(cds_dir)
+    if archive.is_file():
+        tc.java_cds = str(archive)
+        tc.ro_binds.append(str(cds_dir))
     return tc
 
 
