@@ -3,6 +3,12 @@
 ``run`` generates completions from a checkpoint and scores them; ``score`` scores an existing samples file. Both
 write Contract 3 into ``config.output``: samples.jsonl, results.jsonl, summary.json, report.md and
 pass_rate_by_problem.png.
+
+A samples line that cannot be read (not JSON, no task_id, a task the benchmark lacks, no completion) is reported as
+``file:line: reason`` and skipped, and counted in summary.json (``unreadable_lines``), which then says ``partial``;
+``strict`` makes the first such line an error instead. Scores over fewer problems than the benchmark has (samples
+for 3 of 164, or ``limit``) are labelled partial everywhere: summary.json (``partial``, ``problems_scored``,
+``problems_total``, ``limit``), report.md and the printed report.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from mft_eval.extract import BASE_STOPS, MBPP_BASE_STOPS, program_from_answer, p
 from mft_eval.humaneval_x import hooks as humaneval_x
 from mft_eval.outputs import read_jsonl, write_json_atomic, write_jsonl_atomic
 from mft_eval.problems import Benchmark
+from mft_eval.progress import Activity
 from mft_eval.prompts import MFTCODER_TEMPLATE, build_prompt, default_mode
 from mft_eval.report import write_report
-from mft_eval.samples import Sample, read_samples
+from mft_eval.samples import Sample, read_samples_skipping
 from mft_eval.sandbox import SandboxConfig
 from mft_eval.scoring import HEADERS, SampleResult, aggregate, execute
 
@@ -54,9 +61,12 @@ class EvalConfig(BaseModel):
     backend: Literal["hf", "vllm"] = "hf"
     seed: int = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = Field("cpu", description="torch device for the hf backend (cpu, cuda, cuda:1)")
+    device: str = Field("auto", description="torch device for the hf backend: auto (cuda when torch sees a GPU, "
+                        "else cpu), cpu, cuda, cuda:1")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM only")
-    k: list[int] = Field(default_factory=lambda: [1, 10, 100])
+    k: list[int] | None = Field(None, description="pass@k values; None = those of 1, 10, 100 that the samples per "
+                                "problem allow")
+    strict: bool = Field(False, description="score: an unreadable samples line is an error, not skipped")
     limit: int | None = Field(None, ge=1, description="only the first N problems (smoke runs)")
     workers: int = Field(0, ge=0, description="parallel sandboxed programs; 0 = twice the CPU count")
     memory_mb: int = Field(1024, ge=64)
@@ -64,7 +74,9 @@ class EvalConfig(BaseModel):
 
     @field_validator("k")
     @classmethod
-    def _positive_k(cls, value: list[int]) -> list[int]:
+    def _positive_k(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
         if not value or any(k < 1 for k in value):
             raise ValueError("k must be a non-empty list of positive integers")
         return sorted(set(value))
@@ -79,11 +91,30 @@ class EvalConfig(BaseModel):
         return SandboxConfig(timeout=self.timeout, workers=self.workers, memory_mb=self.memory_mb, guard=self.guard)
 
 
-def _load(config: EvalConfig) -> Benchmark:
-    bench = humaneval_x.load(config.benchmark, config.language)
-    if config.limit is not None:
-        bench = Benchmark(bench.name, bench.path, bench.sha256, bench.problems[: config.limit])
-    return bench
+DEFAULT_KS = (1, 10, 100)
+
+
+def _load(config: EvalConfig) -> tuple[Benchmark, Benchmark]:
+    """The problems to score (the first `limit` when set) and the whole benchmark."""
+    whole = humaneval_x.load(config.benchmark, config.language)
+    if config.limit is None:
+        return whole, whole
+    return Benchmark(whole.name, whole.path, whole.sha256, whole.problems[: config.limit]), whole
+
+
+def default_ks(samples_per_problem: int) -> list[int]:
+    """The pass@k values a run reports when none are asked for: those of 1, 10, 100 that n allows."""
+    return [k for k in DEFAULT_KS if k <= max(samples_per_problem, 1)]
+
+
+def partial_reasons(scored: int, total: int, limit: int | None, unreadable: int) -> list[str]:
+    """Why a score is not the benchmark's (empty when it is)."""
+    reasons = []
+    if scored < total:
+        reasons.append(f"problems scored {scored} of {total}" + (f" (--limit {limit})" if limit else ""))
+    if unreadable:
+        reasons.append(f"{unreadable} unreadable samples line{'s' if unreadable != 1 else ''} skipped")
+    return reasons
 
 
 def _harness_versions() -> dict[str, str]:
@@ -97,19 +128,23 @@ def _harness_versions() -> dict[str, str]:
 
 
 def _finish(
-    config: EvalConfig, bench: Benchmark, samples: list[Sample], settings: dict, sample_rows: list[dict] | None
+    config: EvalConfig, bench: Benchmark, samples: list[Sample], settings: dict, sample_rows: list[dict] | None,
+    total: int, unreadable: list[str] | None = None,
 ) -> Path:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("executing", total=len(samples))
+    with Activity("executing", len(samples), "programs") as progress:
         results, isolation = humaneval_x.execute(config, bench, samples, execute,
-                                                     on_done=lambda _i, _r: progress.advance(task))
+                                                     on_done=lambda _i, _r: progress.advance())
     elapsed = time.monotonic() - started
-    values, skipped, counts, per_problem = aggregate(bench, results, config.k)
+    per_task: dict[str, int] = {}
+    for s in samples:
+        per_task[s.task_id] = per_task.get(s.task_id, 0) + 1
+    ks = config.k if config.k is not None else default_ks(min(per_task.values(), default=1))
+    values, skipped, counts, per_problem = aggregate(bench, results, ks)
+    unreadable = unreadable or []
+    reasons = partial_reasons(len(per_problem), total, config.limit, len(unreadable))
     if sample_rows is not None:
         write_jsonl_atomic(output / "samples.jsonl", sample_rows)
     result_rows = [_result_row(r) for r in results]
@@ -118,6 +153,12 @@ def _finish(
         "benchmark": {"name": bench.name, "path": bench.path, "sha256": bench.sha256},
         "num_problems": len(per_problem),
         "num_samples": len(results),
+        "problems_scored": len(per_problem),
+        "problems_total": total,
+        "limit": config.limit,
+        "partial": bool(reasons),
+        "partial_reasons": reasons,
+        "unreadable_lines": {"count": len(unreadable), "first": unreadable[:20]},
         "pass_at_k": {str(k): v for k, v in values.items()},
         "skipped_k": skipped,
         "counts": counts,
@@ -154,10 +195,13 @@ def score(config: EvalConfig, samples: Path | None = None) -> Path:
     path = Path(samples or config.samples or "")
     if not path.is_file():
         raise FileNotFoundError(f"samples file {str(path)!r} not found (set 'samples' / --samples)")
-    bench = _load(config)
-    read = read_samples(path, bench)
+    bench, whole = _load(config)
+    total = len(whole.problems)
+    found = read_samples_skipping(path, whole, strict=config.strict)  # lines past --limit: left out, not unreadable
     wanted = {p.task_id for p in bench.problems}
-    read = [s for s in read if s.task_id in wanted]
+    read = [s for s in found.samples if s.task_id in wanted]
+    if not read:
+        raise ValueError(f"{path}: no sample for the {len(bench.problems)} problems scored")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     formats = sorted({s.source_format for s in read})
     rows = [
@@ -171,7 +215,7 @@ def score(config: EvalConfig, samples: Path | None = None) -> Path:
         "samples_sha256": digest,
         "samples_format": formats,
     }
-    return _finish(config, bench, read, settings, None if same_file else rows)
+    return _finish(config, bench, read, settings, None if same_file else rows, total, found.unreadable)
 
 
 def default_stops(mode: str, bench: Benchmark) -> list[str]:
@@ -190,17 +234,17 @@ def run(config: EvalConfig) -> Path:
     from mft_eval.generate import (
         DecodingConfig,
         HFGenerator,
+        check_checkpoint,
         load_model,
         load_tokenizer,
-        resolve_checkpoint,
+        resolve_device,
         vllm_generate,
     )
 
-    model_path = Path(config.model)
-    if not model_path.is_dir():
-        raise FileNotFoundError(f"model {str(model_path)!r}: not a directory (expected a HF checkpoint or adapter)")
-    model_path = resolve_checkpoint(model_path)
-    bench = _load(config)
+    model_path = check_checkpoint(Path(config.model))
+    bench, whole = _load(config)
+    total = len(whole.problems)
+    device = resolve_device(config.device) if config.backend == "hf" else "vllm"
 
     tokenizer = load_tokenizer(model_path)
     mode = config.prompt_mode or default_mode(tokenizer)
@@ -243,7 +287,7 @@ def run(config: EvalConfig) -> Path:
                 gens = vllm_generate(model_path, texts, stops, decoding, config.dtype, config.tensor_parallel_size)
                 save(list(range(len(todo))), gens)
             else:
-                model = load_model(model_path, config.dtype, config.device)
+                model = load_model(model_path, config.dtype, device)
                 generator = HFGenerator(model, tokenizer, stops, add_special_tokens=mode != "chat")
                 _generate_with_progress(generator, texts, decoding, config.batch_size, save)
     rows = [done[(bench.problems[pi].task_id, si)] for pi, si in expanded]
@@ -263,11 +307,11 @@ def run(config: EvalConfig) -> Path:
         "max_new_tokens": config.max_new_tokens,
         "dtype": config.dtype,
         "backend": config.backend,
-        "device": config.device if config.backend == "hf" else "vllm",
+        "device": device,
         "resumed_samples": len(expanded) - len(todo),
     }
     write_json_atomic(output / "config.json", config.model_dump(mode="json"))
-    result = _finish(config, bench, samples, settings, rows)
+    result = _finish(config, bench, samples, settings, rows, total)
     (output / PARTIAL).unlink(missing_ok=True)
     return result
 
@@ -309,14 +353,11 @@ def _read_partial(path: Path, key: str) -> dict[tuple[str, int], dict]:
 
 
 def _generate_with_progress(generator, texts: list[str], decoding, batch_size: int, save) -> None:
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("generating", total=len(texts))
+    with Activity("generating", len(texts), "samples") as progress:
 
         def on_batch(indices: list[int], gens: list) -> None:
             save(indices, gens)
-            progress.advance(task, len(indices))
+            progress.advance(len(indices))
 
         generator.generate(texts, decoding, batch_size, on_batch=on_batch)
 

@@ -8,8 +8,11 @@ left-padded with position ids from the attention mask, so batched greedy output 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,51 @@ def resolve_checkpoint(path: Path) -> Path:
     )
 
 
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _has_any(folder: Path, names: Sequence[str]) -> bool:
+    return any((folder / name).is_file() for name in names)
+
+
+def check_checkpoint(path: Path, need_tokenizer: bool = True) -> Path:
+    """The checkpoint to load (`resolve_checkpoint`), after checking that it holds what loading needs: weights and
+    a tokenizer, here or, for an adapter, in its local base model. Errors name the folder and what is missing, so
+    `mft run --dry-run` and `mft-eval run` fail before loading anything (rather than on a missing sentencepiece)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model {path}: not found (expected a HF checkpoint, a PEFT adapter or an mft-train "
+                                "run directory)")
+    if not path.is_dir():
+        raise FileNotFoundError(f"model {path}: not a directory (expected a HF checkpoint or adapter folder)")
+    path = resolve_checkpoint(path)
+    if is_adapter(path):
+        if not _has_any(path, ADAPTER_WEIGHTS):
+            raise FileNotFoundError(f"model {path}: adapter_config.json but no {' or '.join(ADAPTER_WEIGHTS)}")
+        base = Path(adapter_base(path))
+        if base.is_dir():
+            check_checkpoint(base, need_tokenizer=not _has_any(path, TOKENIZER_FILES))
+        elif base.is_absolute() or str(base).startswith(("./", "../")):  # a local path, not a hub id
+            raise FileNotFoundError(f"model {path}: its base model {base} (adapter_config.json) is not a folder")
+        return path
+    if not _has_any(path, WEIGHTS) and not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"model {path}: config.json but no weights ({', '.join(WEIGHTS)})")
+    if need_tokenizer and not _has_any(path, TOKENIZER_FILES):
+        raise FileNotFoundError(f"model {path}: no tokenizer ({', '.join(TOKENIZER_FILES)})")
+    return path
+
+
+def resolve_device(device: str) -> str:
+    """`auto`: cuda when torch sees a GPU, else cpu; any other value as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
@@ -102,19 +150,45 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Loading prints nothing of other libraries' that tells the user nothing: peft imports bitsandbytes whenever it
+    is installed, which then warns on every CPU run that an optional 4-bit kernel package is missing (evaluation
+    never quantizes, so its warnings are dropped); transformers' "Loading weights" bar is off (mft-eval shows its
+    own progress); the FutureWarning transformers raises from inside peft (`is_gradient_checkpointing`) concerns
+    peft's code, not the user's."""
+    from transformers.utils import logging as hf_logging
+
+    bnb = logging.getLogger("bitsandbytes")
+    level = bnb.level
+    bars = hf_logging.is_progress_bar_enabled()
+    bnb.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        bnb.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(path: Path, dtype: str = "auto", device: str = "cpu"):
     """A causal LM from a full checkpoint directory or a PEFT adapter whose base is named in adapter_config.json."""
-    from transformers import AutoModelForCausalLM
+    with quiet_loading():
+        from transformers import AutoModelForCausalLM
 
-    path = Path(path)
-    if is_adapter(path):
-        from peft import PeftModel
+        path = Path(path)
+        if is_adapter(path):
+            from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=_torch_dtype(dtype))
-        model = PeftModel.from_pretrained(base, str(path))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_torch_dtype(dtype))
-    return model.to(device).eval()
+            base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=_torch_dtype(dtype))
+            model = PeftModel.from_pretrained(base, str(path))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_torch_dtype(dtype))
+        return model.to(device).eval()
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

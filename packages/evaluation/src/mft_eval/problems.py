@@ -57,6 +57,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """The whole reason, e.g. `not valid JSON: Invalid control character at column 39` (json's own `msg` of some
+    errors ends in a bare 'at', its position only in str(exc))."""
+    return f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
+
+
 def iter_jsonl_objects(path: Path, error: type[ValueError]) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSON Lines file (gzipped when it ends in .gz).
 
@@ -70,7 +76,7 @@ def iter_jsonl_objects(path: Path, error: type[ValueError]) -> Iterator[tuple[in
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                raise error(f"{path}:{lineno}: {json_error(exc)}") from exc
             if not isinstance(record, dict):
                 raise error(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield lineno, record

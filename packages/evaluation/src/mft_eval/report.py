@@ -20,12 +20,33 @@ def failing_tasks(results: list[dict]) -> dict[str, list[str]]:
     return {t: s for t, s in by_task.items() if "passed" not in s}
 
 
+def partial_line(summary: dict) -> str | None:
+    """`partial: problems scored 3 of 164; ...` when the score is not the whole benchmark's, else None."""
+    if not summary.get("partial"):
+        return None
+    scored = summary.get("problems_scored", summary["num_problems"])
+    return (f"partial: {'; '.join(summary.get('partial_reasons', []))}; pass@k is over these {scored} problems, "
+            f"not {summary['benchmark']['name']}'s")
+
+
+def metric_label(summary: dict, k: str) -> str:
+    """`pass@1`, or `pass@1 (3 of 164 problems)` for a partial score."""
+    if not summary.get("partial"):
+        return f"pass@{k}"
+    return f"pass@{k} ({summary.get('problems_scored')} of {summary.get('problems_total')} problems)"
+
+
 def markdown(summary: dict, results: list[dict]) -> str:
     lines = [f"# mft-eval: {summary['benchmark']['name']}", ""]
+    partial = partial_line(summary)
+    if partial:
+        lines += [f"**{partial[0].upper() + partial[1:]}.**", ""]
     lines += ["| metric | value |", "|---|---|"]
     for k, v in summary["pass_at_k"].items():
-        lines.append(f"| pass@{k} | {v:.4f} |")
-    lines.append(f"| problems | {summary['num_problems']} |")
+        lines.append(f"| {metric_label(summary, k)} | {v:.4f} |")
+    lines.append(f"| problems | {summary['num_problems']} of {summary.get('problems_total', summary['num_problems'])} |")
+    if summary.get("limit") is not None:
+        lines.append(f"| limit | {summary['limit']} (the first {summary['limit']} problems) |")
     lines.append(f"| samples | {summary['num_samples']} |")
     for status, count in summary["counts"].items():
         lines.append(f"| {status} | {count} |")
@@ -35,6 +56,12 @@ def markdown(summary: dict, results: list[dict]) -> str:
                   "no namespaces, no read-only view of the system; only rlimits and the worker's uid applied."]
     if summary.get("skipped_k"):
         lines += ["", f"pass@k skipped for k = {summary['skipped_k']} (some problem has fewer than k samples)."]
+    unreadable = summary.get("unreadable_lines") or {}
+    if unreadable.get("count"):
+        lines += ["", f"## Unreadable samples lines, skipped ({unreadable['count']})", ""]
+        lines += [f"- {line}" for line in unreadable["first"]]
+        if unreadable["count"] > len(unreadable["first"]):
+            lines.append(f"- ... and {unreadable['count'] - len(unreadable['first'])} more")
     lines += ["", "## Settings", "", "```json", json.dumps(summary["settings"], indent=2), "```", ""]
     failing = failing_tasks(results)
     lines += [f"## Tasks with no passing sample ({len(failing)})", ""]
@@ -85,18 +112,29 @@ def print_report(output: Path, console: Console | None = None, max_failing: int 
         raise FileNotFoundError(f"{summary_path}: not found (is {output} an mft-eval output directory?)")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     results = read_jsonl(output / "results.jsonl")
-    table = Table(title=f"mft-eval {summary['benchmark']['name']} ({output})")
-    table.add_column("metric")
+    console.print(f"mft-eval {summary['benchmark']['name']}: {output}", markup=False, highlight=False)
+    partial = partial_line(summary)
+    if partial:
+        console.print(f"[bold yellow]{partial}[/]", highlight=False)
+    table = Table()
+    table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right")
     for k, v in summary["pass_at_k"].items():
-        table.add_row(f"pass@{k}", f"{v:.4f}")
-    table.add_row("problems", str(summary["num_problems"]))
+        table.add_row(metric_label(summary, k), f"{v:.4f}")
+    table.add_row("problems", f"{summary['num_problems']} of {summary.get('problems_total', summary['num_problems'])}")
+    if summary.get("limit") is not None:
+        table.add_row("limit", str(summary["limit"]))
     table.add_row("samples", str(summary["num_samples"]))
     for status, count in summary["counts"].items():
         table.add_row(status, str(count))
     console.print(table)
     if summary.get("skipped_k"):
         console.print(f"pass@k skipped for k = {summary['skipped_k']}: some problem has fewer than k samples")
+    unreadable = summary.get("unreadable_lines") or {}
+    if unreadable.get("count"):
+        console.print(f"[yellow]unreadable samples lines skipped: {unreadable['count']}[/]", highlight=False)
+        for line in unreadable["first"][:5]:
+            console.print(f"  {line}", markup=False, highlight=False)
     failing = failing_tasks(results)
     console.print(f"tasks with no passing sample: {len(failing)}")
     firsts = {}
