@@ -18,14 +18,29 @@ $(STAMP): pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pypro
 	touch $(STAMP)
 
 # Debian packages the tests need: bubblewrap (mft-eval's sandbox confines programs with it; without it the sandbox
-# runs unconfined and says so, and the tests fail under CI=true). Installed when missing and running as root.
-SYSTEM_PACKAGES := bubblewrap
+# runs unconfined and says so, and the tests fail under CI=true), and HumanEval-X's toolchains and offline
+# dependencies: g++ and libssl-dev (CPP/162), a JDK, node, Go with testify, cargo and the Rust crates rand, regex
+# (with aho-corasick and memchr, its default features) and md5 as Debian ships their sources. Each entry of
+# SYSTEM_CHECKS is what a package provides (a command, or a path); apt-get runs, as root, only for those missing.
+SYSTEM_PACKAGES := bubblewrap g++ libssl-dev default-jdk-headless nodejs golang-go \
+	golang-github-stretchr-testify-dev cargo librust-rand-dev librust-regex-dev librust-aho-corasick-dev \
+	librust-memchr-dev librust-md5-dev
+SYSTEM_CHECKS := bwrap:bubblewrap g++:g++ /usr/include/openssl/md5.h:libssl-dev javac:default-jdk-headless \
+	node:nodejs go:golang-go /usr/share/gocode/src/github.com/stretchr/testify:golang-github-stretchr-testify-dev \
+	cargo:cargo '/usr/share/cargo/registry/rand-0.8*:librust-rand-dev' \
+	'/usr/share/cargo/registry/regex-1*:librust-regex-dev' \
+	'/usr/share/cargo/registry/aho-corasick-*:librust-aho-corasick-dev' \
+	'/usr/share/cargo/registry/memchr-*:librust-memchr-dev' '/usr/share/cargo/registry/md5-*:librust-md5-dev'
 
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
+	@missing=""; for check in $(SYSTEM_CHECKS); do what="$${check%%:*}"; pkg="$${check##*:}"; \
+	  case "$$what" in /*) ls -d $$what >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	    *) command -v "$$what" >/dev/null 2>&1 || missing="$$missing $$pkg";; esac; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
-	  else echo "mft-eval: bubblewrap (bwrap) is missing; install the Debian package bubblewrap for the sandbox's kernel isolation" >&2; fi; }
+	    echo "system-deps: apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "mft: Debian packages missing:$$missing (bubblewrap: mft-eval's sandbox; the others: HumanEval-X)" >&2; fi; fi
 
 install: system-deps $(STAMP)
 
