@@ -43,3 +43,9 @@ def pair(output: Path, data: str, weight: float, counter: str) -> None:
     seed = json.loads((Path(data) / "metrics.json").read_text())["seed"]
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps({"seed": seed, "weight": weight}))
+
+
+def record_env(output: Path, names: list[str]) -> None:
+    """Write the stage's values of some environment variables (the stage-environment tests)."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "env.json").write_text(json.dumps({name: os.environ.get(name) for name in names}))

@@ -155,13 +155,15 @@ def test_dry_run_validates_without_running(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path)
     out = io.StringIO()
     dry_run(load_pipeline(path), out=out)
-    assert "upper (python): config valid; would run (not run)" in out.getvalue()
+    assert "upper (python): config valid; would run\n" in out.getvalue()
     assert count(tmp_path, "upper") == 0
     spec = yaml.safe_load(path.read_text())
     spec["stages"][0]["config"]["callable"] = "no_colon"
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(PipelineError, match="expected 'module:function'"):
-        dry_run(load_pipeline(path), out=io.StringIO())
+    out = io.StringIO()
+    with pytest.raises(PipelineError, match=r"1 of 2 stages invalid \(upper\)"):
+        dry_run(load_pipeline(path), out=out)
+    assert "[1/2] upper (python): invalid: python: key 'config.callable': expected 'module:function'" in out.getvalue()
 
 
 def test_seed_override_sets_every_seeded_stage_and_reruns_them(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""`mft`: run a whole pipeline (`mft run`) and show where each stage stands (`mft status`)."""
+"""`mft`: run a whole pipeline (`mft run`) and show where each stage stands (`mft status`).
+
+The command-line conventions are mft-prep's (`mft_dataprep.cli_app`): `-h`, `--version`, `--debug` (or MFT_DEBUG=1,
+passed on to the stages) and errors as one line `error: ...` with exit status 1."""
 
 from __future__ import annotations
 
@@ -7,15 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from mft_dataprep.cli_app import ToolApp, debug_enabled, output_console
 from rich.console import Console
 from rich.table import Table
 
-from mftcoder.pipeline import PipelineError, load_pipeline
+from mftcoder import __version__
+from mftcoder.pipeline import load_pipeline
 from mftcoder.runner import StageFailed, dry_run, load_summary, plan
 from mftcoder.runner import run as run_pipeline
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+app = ToolApp("mft", __version__, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 
 PipelineArg = Annotated[Path, typer.Argument(help="the pipeline YAML (see pipelines/)")]
 WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="override the pipeline's workdir")]
@@ -27,6 +31,7 @@ SeedOpt = Annotated[
 
 @app.command("run")
 def run_command(
+    ctx: typer.Context,
     pipeline_file: PipelineArg,
     from_stage: Annotated[str | None, typer.Option("--from", help="rerun this stage and every later one")] = None,
     force: Annotated[bool, typer.Option("--force", help="rerun every stage")] = False,
@@ -35,30 +40,28 @@ def run_command(
     seed: SeedOpt = None,
 ) -> None:
     """Run the stages in order, skipping those whose config and inputs have not changed."""
+    pipeline = load_pipeline(pipeline_file, workdir, seed)
+    if dry_run_:
+        dry_run(pipeline)
+        return
     try:
-        pipeline = load_pipeline(pipeline_file, workdir, seed)
-        if dry_run_:
-            dry_run(pipeline)
-            return
-        summary = run_pipeline(pipeline, force=force, from_stage=from_stage)
-    except (PipelineError, StageFailed) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    print_summary(summary)
+        summary = run_pipeline(pipeline, force=force, from_stage=from_stage, debug=debug_enabled(ctx))
+    except StageFailed as exc:  # the stage's own error and traceback are in its log
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise typer.Exit(1) from None
+    print_summary(summary, output_console())
 
 
 @app.command("status")
 def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None, seed: SeedOpt = None) -> None:
     """Show each stage: done, stale (and why), failed, or not run."""
-    try:
-        pipeline = load_pipeline(pipeline_file, workdir, seed)
-        plans = plan(pipeline)
-    except PipelineError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    table = Table(title=f"{pipeline.name} ({pipeline.workdir})")
+    console = output_console()
+    pipeline = load_pipeline(pipeline_file, workdir, seed)
+    plans = plan(pipeline)
+    console.print(f"pipeline {pipeline.name}: {pipeline.workdir}", markup=False)
+    table = Table()
     for column in ("stage", "tool", "state", "why", "last duration", "output"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("stage", "output"))
     colours = {"done": "green", "stale": "yellow", "failed": "red", "not run": "dim"}
     for item in plans:
         duration = f"{item.record.duration:.1f} s" if item.record and item.record.finished else ""
@@ -71,7 +74,7 @@ def status_command(pipeline_file: PipelineArg, workdir: WorkdirOpt = None, seed:
         console.print(matrix_table(pipeline, plans))
     summary = load_summary(pipeline)
     if summary:
-        print_metrics(summary)
+        print_metrics(summary, console)
 
 
 def matrix_table(pipeline: Any, plans: list[Any]) -> Table:
@@ -91,22 +94,22 @@ def matrix_table(pipeline: Any, plans: list[Any]) -> Table:
     return table
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: dict[str, Any], console: Console) -> None:
     table = Table(title=f"pipeline {summary['pipeline']}")
     for column in ("stage", "tool", "status", "duration", "output"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("stage", "output"))
     for stage in summary["stages"]:
         table.add_row(stage["stage"], stage["tool"], stage["status"], f"{stage['duration_s']:.1f} s", stage["output"])
     console.print(table)
-    print_metrics(summary)
+    print_metrics(summary, console)
 
 
-def print_metrics(summary: dict[str, Any]) -> None:
+def print_metrics(summary: dict[str, Any], console: Console) -> None:
     metrics: dict[str, dict[str, float]] = summary.get("metrics", {})
     if metrics:
         names = sorted({name for values in metrics.values() for name in values})
         table = Table(title="metrics by task")
-        table.add_column("task")
+        table.add_column("task", no_wrap=True)
         for name in names:
             table.add_column(name, justify="right")
         for task, values in metrics.items():

@@ -346,12 +346,20 @@ def load_pipeline(path: Path, workdir: Path | None = None, seed: int | None = No
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: the dotted key, what was wrong, what was given."""
+    """Each problem as `key 'dotted.key': what was wrong`, in the tools' own wording (`unknown key`, `required key
+    is missing`, a validator's message with what was given), joined with '; '."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
         key = f"{prefix}.{key}" if prefix and key else (prefix or key)
-        lines.append(f"key {key!r}: {err['msg']} (got {err.get('input')!r})")
+        if err["type"] == "extra_forbidden":
+            what = "unknown key"
+        elif err["type"] == "missing":
+            what = "required key is missing"
+        else:
+            given = repr(err.get("input"))
+            what = err["msg"].removeprefix("Value error, ") + (f" (got {given})" if key and len(given) <= 80 else "")
+        lines.append(f"key {key!r}: {what}" if key else what)
     return "; ".join(lines)
 
 

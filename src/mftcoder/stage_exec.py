@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from mft_dataprep.cli_app import debug_enabled, error_line
+
 from mftcoder.pipeline import PipelineError
 from mftcoder.tools import get_tool
 
@@ -25,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validated = tool.validate(spec["config"], Path(spec["base_dir"]))
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    tool.run(validated)
+    try:
+        tool.run(validated)
+    except Exception as exc:  # one line for the log and the runner's message; the traceback with MFT_DEBUG=1
+        if debug_enabled():
+            raise
+        print(f"error: {error_line(exc)}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

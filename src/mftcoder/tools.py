@@ -110,7 +110,15 @@ def _eval_validate(config: dict[str, Any], base_dir: Path) -> Any:
     bench = data.get("benchmark")
     if isinstance(bench, str) and bench.endswith((".jsonl", ".json", ".jsonl.gz")) and not Path(bench).is_absolute():
         data["benchmark"] = str(base_dir / bench)
-    return _validated(EvalConfig.model_validate, data, "eval")
+    cfg = _validated(EvalConfig.model_validate, data, "eval")
+    if cfg.model and cfg.samples is None:  # `run`: the checkpoint must hold weights and a tokenizer
+        from mft_eval.generate import check_checkpoint
+
+        try:
+            check_checkpoint(Path(cfg.model))
+        except (OSError, ValueError) as exc:
+            raise PipelineError(f"eval: key 'config.model': {exc}") from exc
+    return cfg
 
 
 def _eval_run(cfg: Any) -> None:
