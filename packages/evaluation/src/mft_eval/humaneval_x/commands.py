@@ -1,21 +1,20 @@
 """Build and run commands per language (codefuse-evaluation's ``execution.py``), and the limits each one runs under.
 
-=====  =========================================================  ==========================================
-lang   steps (in the program's private directory)                pass
-=====  =========================================================  ==========================================
-cpp    ``g++ -std=c++11 test.cpp`` (+ ``-lcrypto -lssl`` when the  exit 0 of ``./a.out``
-       prompt includes openssl: CPP/162), then ``./a.out``
-java   ``javac Main.java``, then ``java -cp DIR Main``             exit 0
-js     ``node test.js``                                           exit 0 and nothing printed (console.assert
-                                                                  prints, it does not throw: codefuse fails
-                                                                  any output on stdout or stderr)
-go     ``go test -timeout=Ts main_test.go`` (GOPATH mode,          exit 0
-       testify from Debian, a private copy of the warmed cache)
-rust   ``rustc --emit=metadata`` (= ``cargo check --bin``), then   exit 0 of the test binary
-       ``rustc --test`` (= ``cargo test --bin``; cargo's test
-       profile: opt-level 0, debug-assertions, overflow-checks),
-       then the test binary; rand/regex/md5 as ``--extern``
-=====  =========================================================  ==========================================
+- cpp: ``g++ -std=c++11 test.cpp`` (+ ``-lcrypto -lssl`` when the prompt includes openssl: CPP/162), then
+  ``./a.out``; passes when both exit 0.
+- java: ``javac Main.java``, then ``java -cp DIR Main``; passes when both exit 0.
+- js: ``node test.js``; passes when it exits 0 and prints nothing (console.assert prints, it does not throw:
+  codefuse fails any output on stdout or stderr).
+- go: ``go test -timeout=Ts main_test.go`` (GOPATH mode, testify from Debian, a private copy of the warmed build
+  cache); passes when it exits 0.
+- rust: ``rustc --emit=metadata`` (what ``cargo check --bin`` runs), then ``rustc --test`` (``cargo test --bin``,
+  with cargo's test profile: opt-level 0, debug assertions, overflow checks), then the test binary; rand, regex and
+  md5 as ``--extern``; passes when all three exit 0.
+
+By default two speed-ups that change no verdict are added (``fast_builds``; ``MFT_EVAL_HUMANEVAL_X_PLAIN=1`` turns
+them off): C++ compiles with ``-include`` of codefuse's helper includes, precompiled once (every built file has
+those headers anyway; GCC parses the header itself when the PCH does not match), and Java's JVMs run with C1 only
+and the serial GC, javac with a class-data archive of its own classes.
 
 rustc is called directly rather than through cargo: one cargo project shared by parallel programs serialises
 them on its build-directory lock (codefuse-evaluation's layout), and cargo adds its own start-up to each program.

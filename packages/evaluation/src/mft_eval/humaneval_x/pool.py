@@ -10,7 +10,6 @@ answering, is replaced before the next program.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import shutil
@@ -176,7 +175,3 @@ class CommandPool:
     def close(self) -> None:
         for sandbox in self.sandboxes:
             sandbox.close()
-
-
-def describe_request(plan: Plan) -> str:
-    return json.dumps([s["argv"] for s in plan.steps])
