@@ -34,6 +34,7 @@ from mft_trainer.model.native_attention import (
     register_torch_varlen,
     varlen_available,
 )
+from mft_trainer.model.quiet import quiet_load, quiet_save
 
 _INIT_BASES: set[str] = set()  # temp dirs holding init-built base weights (copied into adapter checkpoints)
 
@@ -177,7 +178,8 @@ def _materialise_init_base(model: nn.Module) -> str:
     """Save a freshly initialised base to a process-lifetime temp dir, so PEFT can name and reload it."""
     path = tempfile.mkdtemp(prefix="mft-init-base-")
     atexit.register(shutil.rmtree, path, True)
-    model.save_pretrained(path)
+    with quiet_save():
+        model.save_pretrained(path)
     _INIT_BASES.add(os.path.realpath(path))
     return path
 
@@ -241,7 +243,8 @@ def build_model(
             kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None
                                     else str(device)}
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            with quiet_load():
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             if attn not in ("sdpa", "eager") and "attention" in str(exc):
                 raise _unsupported_attention(attn, init=None, exc=exc) from exc

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from mft_trainer.model.quiet import import_peft
+from mft_trainer.model.quiet import import_peft, quiet_load
 from mft_trainer.model.save import BASE_MODEL_SUBDIR, save_pretrained_with_template
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -82,8 +82,9 @@ def merge_adapter(
     if dtype == "auto":
         dtype = base_dtype(base_path)
     peft = import_peft()
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_DTYPES[dtype])
-    model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
+    with quiet_load():
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=_DTYPES[dtype])
+        model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
     merged = model.merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     if not tokenizer.chat_template:

@@ -9,6 +9,8 @@ activity: the trainer's own).
 - `quiet_save()`: around `save_pretrained`, transformers' "Writing model shards" bar is off, and accelerate's
   unwrapping does not import DeepSpeed (which logs "Setting accelerator to CPU" on import) unless the run already
   uses it.
+- `quiet_load()`: around `from_pretrained`, transformers' "Loading weights" bar only on a terminal (in a log file a
+  tqdm bar is a line of carriage returns; loading a large model on a terminal is worth a bar).
 """
 
 from __future__ import annotations
@@ -42,13 +44,31 @@ def import_peft(*, quantized: bool = False) -> ModuleType:
 
 
 @contextlib.contextmanager
-def quiet_save() -> Iterator[None]:
-    """Silence what a checkpoint save prints that is not ours (see the module docstring)."""
+def _hf_bars_off(off: bool = True) -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    if off and bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if off and bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_load() -> Iterator[None]:
+    """transformers' loading bar only when stderr (where tqdm writes) is a terminal."""
+    with _hf_bars_off(off=not sys.stderr.isatty()):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_save() -> Iterator[None]:
+    """Silence what a checkpoint save prints that is not ours (see the module docstring)."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_hf_bars_off())
         if "deepspeed" not in sys.modules:
             # accelerate.utils.other.extract_model_from_parallel imports deepspeed to isinstance-check the model
             # against DeepSpeedEngine; a run that has not imported deepspeed holds no DeepSpeedEngine.
@@ -56,11 +76,7 @@ def quiet_save() -> Iterator[None]:
                 import accelerate.utils.other as accelerate_other
 
                 stack.enter_context(_patched(accelerate_other, "is_deepspeed_available", lambda: False))
-        try:
-            yield
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
+        yield
 
 
 @contextlib.contextmanager
