@@ -71,7 +71,8 @@ def stats(directory: Annotated[Path, typer.Argument(help="a prepared dataset dir
     """Records, turns and character-length percentiles per task and split (DuckDB), totals and reject reasons."""
     console = output_console()
     s = compute_stats(directory)
-    table = Table(title=f"{directory}: records per task and split (characters per record)")
+    console.print(f"{directory}: records per task and split (characters per record)", markup=False)
+    table = Table()
     for col in ("task", "split", "records", "turns", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="left" if col in ("task", "split") else "right", no_wrap=True)
     for r in s["splits"]:
