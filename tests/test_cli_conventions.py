@@ -111,3 +111,14 @@ def test_status_piped_keeps_paths_whole(tmp_path):
     assert status.returncode == 0, status.stderr
     assert str(tmp_path / workdir) in status.stdout and str(tmp_path / workdir / "environ") in status.stdout
     assert "…" not in status.stdout
+
+
+def test_partial_eval_metrics_are_labelled(tmp_path):
+    from mftcoder.tools import get_tool
+
+    metrics = get_tool("eval").metrics
+    (tmp_path / "summary.json").write_text(json.dumps({"pass_at_k": {"1": 0.5}, "partial": True,
+                                                        "problems_scored": 3, "problems_total": 164}))
+    assert metrics(tmp_path) == {"pass@1 (3/164 problems)": 0.5}
+    (tmp_path / "summary.json").write_text(json.dumps({"pass_at_k": {"1": 0.5}, "partial": False}))
+    assert metrics(tmp_path) == {"pass@1": 0.5}

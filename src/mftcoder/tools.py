@@ -128,12 +128,14 @@ def _eval_run(cfg: Any) -> None:
 
 
 def _eval_metrics(output: Path) -> dict[str, float]:
-    """pass@k from Contract 3's summary.json, keyed `pass@k`."""
+    """pass@k from Contract 3's summary.json, keyed `pass@k`; a partial score (fewer problems than the benchmark
+    has) is keyed `pass@k (3/164 problems)`, so that it is never shown as the benchmark's."""
     summary = output / "summary.json"
     if not summary.is_file():
         return {}
     data = json.loads(summary.read_text(encoding="utf-8"))
-    return {f"pass@{k}": float(v) for k, v in (data.get("pass_at_k") or {}).items()}
+    part = f" ({data.get('problems_scored')}/{data.get('problems_total')} problems)" if data.get("partial") else ""
+    return {f"pass@{k}{part}": float(v) for k, v in (data.get("pass_at_k") or {}).items()}
 
 
 # --- python: any function, for users' own steps -------------------------------------------------------------------
