@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.panel import Panel
@@ -101,7 +101,7 @@ def show(
     directory: Annotated[Path, typer.Argument(help="a prepared dataset directory")],
     task: Annotated[str, typer.Option("--task", "-t", help="task name")],
     n: Annotated[int, typer.Option("-n", help="how many records")] = 3,
-    split: Annotated[str, typer.Option("--split", help="train or valid")] = "train",
+    split: Annotated[Literal["train", "valid"], typer.Option("--split")] = "train",
 ) -> None:
     """Pretty-print the first N records of a task (boxed on a terminal, plain text in a file or pipe)."""
     console = output_console()

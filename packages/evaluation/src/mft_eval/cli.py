@@ -38,7 +38,8 @@ def _config(**values) -> EvalConfig:
     try:
         return EvalConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        problems = [f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
+        problems = [f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()]
         raise ConfigInvalid("; ".join(problems)) from exc
 
 
