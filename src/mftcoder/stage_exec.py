@@ -2,7 +2,8 @@
 
 The runner writes the spec (tool, resolved config, base folder); this process validates the config with the tool's
 schema and calls the tool's Python API. Keeping each stage in its own process isolates threads, memory and
-distributed state between stages.
+distributed state between stages. An error prints one line `error: ...` (the runner quotes it), the traceback only
+with MFT_DEBUG=1 (`mft --debug`).
 """
 
 from __future__ import annotations
