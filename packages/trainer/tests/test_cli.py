@@ -166,3 +166,17 @@ def test_train_then_merge_adapter(config: Path, tmp_path: Path) -> None:
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     again = runner.invoke(app, ["merge", "--adapter", str(merged), "--output", str(tmp_path / "again")])
     _one_line_error(again, f"adapter: {merged / 'adapter_config.json'} not found", "holds a full model")
+
+
+def test_tiny_example_names_the_demo_data_and_writes_outside_the_source_tree(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[3]
+    example = repo / "packages" / "trainer" / "examples" / "tiny-cpu.yaml"
+    header = example.read_text().split("\nmodel:")[0]
+    assert "data.path=work/demo/prep" in header
+    demo = yaml.safe_load((repo / "pipelines" / "demo-cpu.yaml").read_text())
+    assert demo["workdir"] == "../work/demo" and any(s["name"] == "prep" for s in demo["stages"])  # work/demo/prep
+    from mft_trainer.config import TrainConfig
+
+    cfg = TrainConfig.from_yaml(example, [f"data.path={tmp_path}"])
+    assert cfg.output_dir == Path.home() / "mft-runs" / "tiny-cpu"
+    assert repo not in cfg.output_dir.parents

@@ -1,9 +1,10 @@
 """Keep other libraries' noise out of a run's output when it tells the user nothing (one progress display per
 activity: the trainer's own).
 
-- `import_peft()`: peft imports bitsandbytes whenever it is installed, and bitsandbytes then warns on every CPU run
-  that an optional 4-bit kernel package (`kernels`) is missing. Only QLoRA uses bitsandbytes, so outside QLoRA its
-  warnings are dropped; full fine-tuning never imports peft (nor, therefore, bitsandbytes).
+- `import_peft()`: peft imports bitsandbytes whenever it is installed (at import, and again in its LoRA layer
+  dispatch, so hiding it from one import does not help), and bitsandbytes then warns on every CPU run that an optional
+  4-bit kernel package (`kernels`) is missing. Only QLoRA uses bitsandbytes, so outside QLoRA its warnings are
+  dropped; full fine-tuning never imports peft (nor, therefore, bitsandbytes).
   The FutureWarning transformers raises when peft wraps, loads or saves a model (`is_gradient_checkpointing` is
   deprecated) is dropped too: it concerns peft's code, not the user's.
 - `quiet_save()`: around `save_pretrained`, transformers' "Writing model shards" bar is off, and accelerate's
