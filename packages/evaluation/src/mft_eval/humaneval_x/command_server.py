@@ -5,7 +5,8 @@ sandbox (``judge_server.bwrap_command``: fresh PID, network, IPC and UTS namespa
 /tmp and /dev/shm, own uid, no capabilities), plus read-only views of the toolchains and of the prepared
 dependencies. For each request::
 
-    mkdtemp in the private /tmp · copy the prepared trees the program needs to write to (Go's build cache)
+    mkdtemp in the private /tmp · link in the prepared trees the program needs to add to (Go's build cache):
+        writable directories of symlinks to the read-only files
     · write the source · for each step (compile, run):
         fork → setsid · chdir · stdin /dev/null · stdout+stderr → a pipe (first output_cap bytes kept)
              · rlimits AS/CPU/FSIZE/NPROC/CORE · execve(argv, env)
@@ -124,6 +125,17 @@ def run_step(step: dict, req: dict, workdir: str, deadline: float, output_cap: i
             "output": output.decode("utf-8", "replace"), "printed": printed}
 
 
+def link_farm(src: str, dst: str) -> None:
+    """``dst``: the directories of ``src``, made writable, holding symlinks to its files. ``src`` is a read-only
+    bind, so the program can add files (Go writes new cache entries) but cannot change the ones it links to, and
+    nothing is copied (a real copy of Go's warmed cache took 0.1-0.16 s per program here)."""
+    for root, _dirs, files in os.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            os.symlink(os.path.join(root, name), os.path.join(target, name))
+
+
 def run_program(req: dict, output_cap: int, sandboxed: bool) -> dict:
     started = time.monotonic()
     deadline = started + float(req["timeout"])
@@ -132,7 +144,7 @@ def run_program(req: dict, output_cap: int, sandboxed: bool) -> dict:
     steps: list[dict] = []
     try:
         for src, name in req.get("copy", []):
-            shutil.copytree(src, os.path.join(workdir, name), symlinks=True)
+            link_farm(src, os.path.join(workdir, name))
         for name, text in req["files"].items():
             with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
                 f.write(text)
