@@ -5,8 +5,8 @@
 - java: ``javac Main.java``, then ``java -cp DIR Main``; passes when both exit 0.
 - js: ``node test.js``; passes when it exits 0 and prints nothing (console.assert prints, it does not throw:
   codefuse fails any output on stdout or stderr).
-- go: ``go test -timeout=Ts main_test.go`` (GOPATH mode, testify from Debian, a private copy of the warmed build
-  cache); passes when it exits 0.
+- go: ``go test -timeout=Ts main_test.go`` (GOPATH mode, testify from Debian, the warmed build
+  cache linked in read-only); passes when it exits 0.
 - rust: ``rustc --emit=metadata`` (what ``cargo check --bin`` runs), then ``rustc --test`` (``cargo test --bin``,
   with cargo's test profile: opt-level 0, debug assertions, overflow checks), then the test binary; rand, regex and
   md5 as ``--extern``; passes when all three exit 0.
@@ -135,7 +135,7 @@ def describe(lang: str, tc: Toolchain, limits: Limits) -> dict:
         "language": lang,
         "steps": [{"name": s["name"], "argv": s["argv"], "env": {k: v for k, v in s["env"].items() if k != "PATH"}}
                   for s in example.steps],
-        "copied_in": [dst for _src, dst in example.copy],
+        "linked_in": [dst for _src, dst in example.copy],
         "fast_builds": fast_builds(),
         "pass_rule": "every step exits 0" + (" and nothing is printed" if lang == "js" else ""),
         "cpp_crypto_rule": "-lcrypto -lssl when the prompt includes openssl/ (CPP/162)" if lang == "cpp" else None,

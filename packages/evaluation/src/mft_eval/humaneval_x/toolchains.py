@@ -8,7 +8,8 @@ into the cache (``$MFT_EVAL_CACHE``, else ``~/.cache/mft-eval``), outside the sa
 - Rust: a cargo project depending on rand 0.8, regex 1 and md5 0.7, with ``[source]`` replacement pointing at the
   Debian registry (offline); its rlibs are passed to every program's ``rustc`` as ``--extern``.
 - Go: a build cache warmed by one ``go test`` that imports testify (GOPATH mode, ``GO111MODULE=off``); each
-  program gets a private copy of it, so a program cannot leave anything in the cache for the next one.
+  program gets writable directories of symlinks to its read-only files, so a program can add entries for itself
+  but cannot change the shared ones for the next program.
 - C++: codefuse's helper includes (:data:`languages.CPP_HELPERS`) as a precompiled header (``g++ -std=c++11 -x
   c++-header``), given to every compile with ``-include``; GCC ignores a PCH that does not match and parses.
 - Java: a class-data-sharing archive of javac's classes (``-XX:ArchiveClassesAtExit`` over one compile).
