@@ -86,7 +86,9 @@ def _train_validate(config: dict[str, Any], base_dir: Path) -> Any:
 def _train_run(cfg: Any) -> None:
     from mft_trainer.api import train
 
-    train(cfg)
+    # The runner reruns a stage that finished only when it is stale or forced, so a `final/` already there is the
+    # earlier run's, to be replaced; without one, an interrupted stage resumes from its checkpoints.
+    train(cfg, overwrite=(Path(cfg.output_dir) / "final").is_dir())
 
 
 def _train_metrics(output: Path) -> dict[str, float]:
