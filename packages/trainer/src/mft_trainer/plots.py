@@ -116,6 +116,7 @@ def plot_training_curves(
         ax_train.set_ylabel(f"train loss (mean of {window} steps)")
         ax_valid.set_ylabel("validation loss")
         ax_weight.set_ylabel("task weight")
+        ax_weight.set_ylim(bottom=0)  # weights are shares: from 0, so constant ones read as constant, not as noise
         ax_weight.set_xlabel("optimizer step")
         for ax in (ax_train, ax_valid):
             ax.set_yscale("log")
