@@ -4,36 +4,21 @@ declaration (checked by running them), and ``mft-eval run`` end to end with the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from humaneval_x_testkit import need_language as _need
 from mft_eval.api import EvalConfig, load_results, load_summary, run, score
 from mft_eval.generate import load_tokenizer
 from mft_eval.humaneval_x.dataset import default_path, load_humaneval_x
 from mft_eval.humaneval_x.extract import candidate_from_answer, line_rule
 from mft_eval.humaneval_x.languages import LANGUAGE_KEYS, LANGUAGES
 from mft_eval.humaneval_x.prompts import build_prompt, default_stops, user_turn
-from mft_eval.humaneval_x.runner import ToolchainMissing, require_toolchain
 from mft_eval.outputs import read_jsonl
 
 # a main after the function, as chat answers often add one; the test brings its own
 TRAILING_MAIN = {"cpp": "\nint main() {\n    return 0;\n}\n", "java": "\npublic class Main {\n    public static void "
                  "main(String[] args) {}\n}\n", "js": "", "go": "", "rust": "\nfn main() {\n    println!(\"hi\");\n}\n"}
-
-
-def _need(lang: str) -> None:
-    ci = os.environ.get("CI") == "true"
-    if not default_path(lang).is_file():
-        if ci:
-            pytest.fail(f"{default_path(lang)} is missing (shared data is required under CI=true)")
-        pytest.skip(f"shared data not found: {default_path(lang)}")
-    try:
-        require_toolchain(lang)
-    except ToolchainMissing as exc:
-        if ci:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def _problem(lang: str, index: int = 0):

@@ -10,30 +10,15 @@ Slow (164 builds per language, twice): run by ``make test-slow`` and in CI, wher
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from humaneval_x_testkit import need_language as _need
 from mft_eval.api import EvalConfig, load_results, load_summary, score
-from mft_eval.humaneval_x.dataset import default_path, load_humaneval_x
+from mft_eval.humaneval_x.dataset import load_humaneval_x
 from mft_eval.humaneval_x.languages import LANGUAGE_KEYS
-from mft_eval.humaneval_x.runner import ToolchainMissing, require_toolchain
 
 EXPECTED = json.loads((Path(__file__).resolve().parents[3] / "benchmarks" / "expected.json").read_text())["humaneval_x"]
-
-
-def _need(lang: str) -> None:
-    ci = os.environ.get("CI") == "true"
-    if not default_path(lang).is_file():
-        if ci:
-            pytest.fail(f"{default_path(lang)} is missing (shared data is required under CI=true)")
-        pytest.skip(f"shared data not found: {default_path(lang)}")
-    try:
-        require_toolchain(lang)
-    except ToolchainMissing as exc:
-        if ci:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def _score(lang: str, rows: list[dict], out: Path) -> list[dict]:

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from humaneval_x_testkit import need_language as _need
 from mft_eval.api import EvalConfig, load_results, load_summary, score
 from mft_eval.cli import app
 from mft_eval.humaneval_x import toolchains
@@ -27,21 +28,6 @@ from typer.testing import CliRunner
 WRONG = {"cpp": "    abort();\n}\n", "java": "        throw new UnsupportedOperationException();\n    }\n}\n",
          "js": "  throw new Error('wrong');\n}\n", "go": "    panic(\"wrong\")\n}\n", "rust": "    unimplemented!()\n}\n"}
 NOT_CODE = "this is not a program ((\n"
-
-
-def _need(lang: str):
-    """The language's toolchain; skip (fail under CI=true) when it or the shared data is missing."""
-    ci = os.environ.get("CI") == "true"
-    if not default_path(lang).is_file():
-        if ci:
-            pytest.fail(f"{default_path(lang)} is missing (shared data is required under CI=true)")
-        pytest.skip(f"shared data not found: {default_path(lang)}")
-    try:
-        return require_toolchain(lang)
-    except ToolchainMissing as exc:
-        if ci:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
