@@ -102,7 +102,7 @@ class ToolCommand(_Conventions, TyperCommand):
 
 
 class ToolGroup(_Conventions, TyperGroup):
-    pass
+    """A group (the tool itself) with the same -h, --version and --debug as its commands."""
 
 
 class ToolApp(typer.Typer):
