@@ -7,10 +7,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo demo-prep test test-slow lint bench reproduce clean experiment
 
-$(STAMP): pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pyproject.toml packages/evaluation/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml packages/cli/pyproject.toml packages/dataprep/pyproject.toml packages/trainer/pyproject.toml packages/evaluation/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt \
+		-e packages/cli \
 		-e "packages/dataprep[test]" \
 		-e "packages/evaluation[hf,test]" \
 		-e "packages/trainer[qlora,deepspeed,bench,test]" \

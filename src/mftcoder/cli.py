@@ -1,6 +1,6 @@
 """`mft`: run a whole pipeline (`mft run`) and show where each stage stands (`mft status`).
 
-The command-line conventions are mft-prep's (`mft_dataprep.cli_app`): `-h`, `--version`, `--debug` (or MFT_DEBUG=1,
+The command-line conventions are `mft_cli`'s: `-h`, `--version`, `--debug` (or MFT_DEBUG=1,
 passed on to the stages) and errors as one line `error: ...` with exit status 1."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from mft_dataprep.cli_app import ToolApp, debug_enabled, output_console
+from mft_cli import ToolApp, debug_enabled, output_console
 from rich.console import Console
 from rich.table import Table
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from mft_dataprep.cli_app import debug_enabled, error_line
+from mft_cli import debug_enabled, error_line
 
 from mftcoder.pipeline import PipelineError
 from mftcoder.tools import get_tool

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from mft_cli import ToolApp, output_console
 from rich.panel import Panel
 from rich.table import Table
 
 from . import __version__
 from .api import PrepConfig, run_with_result
-from .cli_app import ToolApp, output_console
 from .show import first_records, source_locations
 from .stats import compute_stats
 from .synth.cli import synth_command

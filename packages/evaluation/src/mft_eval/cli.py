@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 import typer
+from mft_cli import ToolApp, output_console, prefer_passive_openmp
 from pydantic import ValidationError
 
 from mft_eval import __version__
 from mft_eval.api import EvalConfig
 from mft_eval.api import run as api_run
 from mft_eval.api import score as api_score
-from mft_eval.cli_app import ToolApp, output_console, prefer_passive_openmp
 from mft_eval.report import print_report
 
 prefer_passive_openmp()  # none of the imports above loads torch, which reads OMP_WAIT_POLICY once when it loads

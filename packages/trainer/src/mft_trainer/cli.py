@@ -4,7 +4,7 @@
     mft-train inspect CONFIG.yaml [--task NAME] [-n 2]
     mft-train merge --adapter DIR --output DIR [--base PATH] [--dtype auto|bf16|fp16|fp32]
 
-Conventions shared with the other mft tools (cli_app.py): -h, --version, --debug; errors as one line. Nothing heavy
+Conventions shared with the other mft tools (mft_cli): -h, --version, --debug; errors as one line. Nothing heavy
 (torch, transformers) is imported until a command runs, so OMP_WAIT_POLICY is set before torch loads.
 """
 
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
+from mft_cli import ToolApp, output_console, prefer_passive_openmp
 from rich.console import Console
 from rich.table import Table
 
 from mft_trainer import __version__
-from mft_trainer.cli_app import ToolApp, output_console, prefer_passive_openmp
 
 if TYPE_CHECKING:
     from mft_trainer.config import TrainConfig

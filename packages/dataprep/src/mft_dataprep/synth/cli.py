@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 import yaml
+from mft_cli import output_console
 from pydantic import ValidationError
 from rich.table import Table
 
-from ..cli_app import output_console
 from .build import generate
 from .config import EXECUTABLE_TASKS, TASK_FORMATS, TASKS, SynthConfig
 from .tasks import GenerationError

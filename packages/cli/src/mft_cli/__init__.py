@@ -1,9 +1,15 @@
-"""What the mft-eval command line shares with the other mft tools (the conventions of mft-prep's `cli_app`, kept
-here because mft-eval imports no other mft package): `-h`, `--version` and `--debug` on the tool and on each
-subcommand, flags listed without a `<bool>` type, errors as one line `error: ...` on stderr with exit status 1 (the
-traceback only with `--debug` or MFT_DEBUG=1; click's usage errors keep exit status 2), a console that does not cut
-tables at 80 columns when the output is a file or a pipe, and OpenMP threads that sleep while they wait
-(`prefer_passive_openmp`)."""
+"""The command-line conventions every mft tool shares (mft-prep, mft-train, mft-eval, mft):
+
+- `-h` and `--help`, `--version` (prints `<tool> <version>`) and `--debug` on the tool and on every subcommand;
+- flags listed as flags (`--dry-run`, `--progress/--no-progress`), never with a `<bool>` type;
+- an error prints one line `error: ...` on stderr and exits 1; the traceback only with `--debug` or `MFT_DEBUG=1`
+  (click's usage errors keep exit status 2);
+- a console that does not cut tables at 80 columns when the output is a file or a pipe;
+- OpenMP threads that sleep instead of spinning while they wait (`OMP_WAIT_POLICY=PASSIVE`) unless the user set the
+  variable: set before torch is loaded, which reads it once (`prefer_passive_openmp`).
+
+Its own package so that the tools, which install independently, share one copy. It imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +21,19 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-PIPE_WIDTH = 10_000  # columns of a console writing to a file or pipe: long names and paths stay whole
+PIPE_WIDTH = 10_000  # columns of a console writing to a file or a pipe: long names and paths stay whole
 
 
-def prefer_passive_openmp() -> None:
-    """OMP_WAIT_POLICY=PASSIVE unless the user set it: waiting OpenMP threads sleep instead of spinning, which on a
-    machine with other work ran 0.97x instead of 0.11x the speed of one thread (docs/experiments.md). OpenMP reads
-    it when torch loads, so call this before the first `import torch`."""
+def prefer_passive_openmp() -> bool:
+    """Set OMP_WAIT_POLICY=PASSIVE unless the user set it; True when it is in effect for this process.
+
+    OpenMP reads the variable when torch loads its runtime, so this only works before the first `import torch`;
+    with torch already loaded it changes nothing and returns False (unless the variable was set before).
+    """
+    if "torch" in sys.modules:
+        return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
 
 def debug_enabled(ctx: typer.Context | None = None) -> bool:
@@ -54,7 +65,7 @@ def _debug(ctx: typer.Context, value: bool) -> None:
 
 def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        typer.echo(f"{ctx.command.tool} {ctx.command.version}")
+        typer.echo(f"{ctx.command.tool} {ctx.command.version}")  # type: ignore[attr-defined]
         raise typer.Exit(0)
 
 
@@ -64,7 +75,7 @@ def _shared(
     version: Annotated[bool, typer.Option("--version", callback=_version, expose_value=False, is_eager=True,
                                           help="print the version and exit")] = False,
 ) -> None:
-    """The options every command gets (built by typer from this signature)."""
+    """The options every command gets (typer builds them from this signature)."""
 
 
 def _shared_params() -> list[Any]:
@@ -106,7 +117,7 @@ class ToolGroup(_Conventions, TyperGroup):
 
 
 class ToolApp(typer.Typer):
-    """A typer app with the conventions above: `ToolApp("mft-prep", __version__, help=...)`."""
+    """A typer app with the conventions above: `ToolApp("mft-train", __version__, help=...)`."""
 
     def __init__(self, tool: str, version: str, **kwargs: Any) -> None:
         names = {"tool": tool, "version": version}
