@@ -323,6 +323,14 @@ def _empty(directory: str) -> bool:
         return False
 
 
+def read_output(fd: int, output: bytearray, cap: int) -> int:
+    """Read what ``fd`` has ready into ``output``, keeping the first ``cap`` bytes overall and discarding the rest (a
+    program is never stopped for printing); returns how many bytes were read, 0 at end of file."""
+    chunk = os.read(fd, 1 << 16)
+    output += chunk[: max(cap - len(output), 0)]
+    return len(chunk)
+
+
 def _exit_text(status: int | None) -> str:
     if status is None:
         return "unknown"
@@ -357,12 +365,10 @@ def run_one(ctl: socket.socket, req: dict, rpc_fd: int, output_cap: int, sandbox
     while stop is None:
         ready, _, _ = select.select(watch, [], [])
         if out_r in ready:
-            chunk = os.read(out_r, 1 << 16)
-            if not chunk:
+            read = read_output(out_r, output, output_cap)
+            if not read:
                 watch.remove(out_r)
-            printed += len(chunk)
-            if len(output) < output_cap:
-                output += chunk[: output_cap - len(output)]
+            printed += read
         if ctl in ready:
             try:
                 stop = wire.recv(ctl)

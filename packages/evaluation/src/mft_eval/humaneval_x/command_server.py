@@ -94,12 +94,10 @@ def run_step(step: dict, req: dict, workdir: str, deadline: float, output_cap: i
             break
         ready, _, _ = select.select(watch, [], [], left)
         if out_r in ready:
-            chunk = os.read(out_r, 1 << 16)
-            if not chunk:
+            read = sandbox_server.read_output(out_r, output, output_cap)
+            if not read:
                 watch.remove(out_r)
-            printed += len(chunk)
-            if len(output) < output_cap:
-                output += chunk[: output_cap - len(output)]
+            printed += read
         if pidfd in ready:
             status = os.waitpid(pid, 0)[1]
     if status is None:
@@ -110,11 +108,10 @@ def run_step(step: dict, req: dict, workdir: str, deadline: float, output_cap: i
     while out_r in watch and len(output) < output_cap:
         if not select.select([out_r], [], [], 0)[0]:
             break
-        chunk = os.read(out_r, 1 << 16)
-        if not chunk:
+        read = sandbox_server.read_output(out_r, output, output_cap)
+        if not read:
             break
-        printed += len(chunk)
-        output += chunk[: output_cap - len(output)]
+        printed += read
     os.close(out_r)
     os.close(pidfd)
     code = None
