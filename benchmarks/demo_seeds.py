@@ -5,8 +5,10 @@
 
 `derive` reads each run's pipeline_summary.json (its `seed` says which seed it was), writes
 benchmarks/demo_seeds.json (per-seed numbers, mean, standard deviation, the tolerance, the machine) and, with
---write-expected, sets every `demo.*` entry of expected.json to the mean over seeds and the tolerance of
-`reproduce.spread_tolerance` (the 95% prediction interval for one more run, at least one problem's worth).
+--write-expected, sets every `demo.*` entry of expected.json from them: a pass@1 to the mean over seeds with the
+tolerance of `reproduce.spread_tolerance` (the 95% prediction interval for one more run, at least one problem's
+worth); a validation loss to the geometric mean with the log-scale tolerance of `reproduce.pooled_log_tolerance`
+(relative spread pooled over the tasks' losses, the same prediction interval).
 Measure at the thread count `make demo` and CI use (torch's default, here 2): the count changes the rounding.
 """
 
@@ -25,12 +27,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce import EXPECTED, spread_tolerance  # noqa: E402
+from reproduce import EXPECTED, pooled_log_tolerance, spread_tolerance  # noqa: E402
 
 SEEDS_FILE = ROOT / "benchmarks" / "demo_seeds.json"
 # The smallest change a metric can show: one problem of the smallest held-out set it is scored on (50 problems
-# for translation and unit tests, 50 for the hard split, 100 for text-to-code; HumanEval 164), or 0.001 of loss.
-RESOLUTION = {"pass@1": 0.02, "valid_loss": 0.001}
+# for translation and unit tests, 50 for the hard split, 100 for text-to-code; HumanEval 164), or 1% of a loss
+# (0.01 on the log scale).
+RESOLUTION = {"pass@1": 0.02, "valid_loss": 0.01}
 
 
 def machine() -> dict[str, Any]:
@@ -71,23 +74,38 @@ def derive(
     expected = json.loads(expected_path.read_text(encoding="utf-8"))
     numbers = {}
     host = machine()
-    for entry in expected["numbers"]:
-        if not entry["id"].startswith("demo."):
-            continue
+    entries = [e for e in expected["numbers"] if e["id"].startswith("demo.")]
+    values = {}
+    for entry in entries:
         _, task, metric = entry["id"].split(".", 2)
-        values = [float(runs[s]["metrics"][task][metric]) for s in seeds]
-        mean, tolerance = spread_tolerance(values, RESOLUTION[metric])
-        numbers[entry["id"]] = {"per_seed": dict(zip(map(str, seeds), values, strict=True)), "mean": mean,
-                                "sd": round(statistics.stdev(values), 4),
-                                "tolerance": tolerance}
+        values[entry["id"]] = [float(runs[s]["metrics"][task][metric]) for s in seeds]
+    losses = pooled_log_tolerance({k: v for k, v in values.items() if k.endswith(".valid_loss")},
+                                  RESOLUTION["valid_loss"])
+    for entry in entries:
+        number = values[entry["id"]]
+        on_log_scale = entry["id"] in losses
+        if on_log_scale:
+            mean, tolerance = losses[entry["id"]]
+            rule = (f"value = the geometric mean over seeds, tolerance on the log scale (|ln x - ln value| <= "
+                    f"tolerance) = the 95% prediction interval for one more run with the relative spread pooled over "
+                    f"the tasks' validation losses, at least {RESOLUTION['valid_loss']}")
+        else:
+            mean, tolerance = spread_tolerance(number, RESOLUTION["pass@1"])
+            rule = (f"value = the mean over seeds, tolerance = the 95% prediction interval for one more run, "
+                    f"t(0.975, n-1)·s·sqrt(1+1/n), at least {RESOLUTION['pass@1']}")
+        numbers[entry["id"]] = {"per_seed": dict(zip(map(str, seeds), number, strict=True)), "mean": mean,
+                                "sd": round(statistics.stdev(number), 4), "tolerance": tolerance,
+                                **({"scale": "log"} if on_log_scale else {})}
         if write_expected:
             entry["value"], entry["tolerance"] = mean, tolerance
+            entry.pop("scale", None)
+            if on_log_scale:
+                entry["scale"] = "log"
             entry["seeds"] = numbers[entry["id"]]["per_seed"]
             entry["source"] = (
                 f"pipelines/demo-cpu.yaml, seeds {', '.join(map(str, seeds))} (mft run --seed N), measured "
-                f"{runs[seeds[-1]]['finished'][:10]} on {host['cpu']} at {host['threads']} threads: value = the mean "
-                f"over seeds, tolerance = the 95% prediction interval for one more run, t(0.975, n-1)·s·sqrt(1+1/n), "
-                f"at least {RESOLUTION[metric]} (benchmarks/demo_seeds.py)"
+                f"{runs[seeds[-1]]['finished'][:10]} on {host['cpu']} at {host['threads']} threads: {rule} "
+                f"(benchmarks/demo_seeds.py)"
             )
     train_seconds = {str(s): round(sum(st["duration_s"] for st in runs[s]["stages"] if st["tool"] == "train"), 1)
                      for s in seeds}
@@ -116,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         result = derive(args.summaries, args.write_expected)
         for key, value in result["numbers"].items():
             print(f"{key:40s} {value['per_seed']}  mean {value['mean']:.4f}  sd {value['sd']:.4f}  "
-                  f"tolerance {value['tolerance']:.4f}")
+                  f"tolerance {value['tolerance']:.4f}{' (log scale)' if value.get('scale') == 'log' else ''}")
     return 0
 
 
