@@ -73,7 +73,7 @@ test: system-deps $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: system-deps $(STAMP)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
