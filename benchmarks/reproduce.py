@@ -61,8 +61,13 @@ def spread_tolerance(values: list[float], floor: float) -> tuple[float, float]:
         raise ValueError(f"need 2 to {len(T_975) + 1} measurements, got {n}")
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = T_975[n - 2] * sd * math.sqrt(1 + 1 / n)
-    return round(mean, 4), math.ceil(max(half, floor) * 1e4 - 1e-6) / 1e4
+    return round(mean, 4), _prediction_half_width(sd, n, n - 1, floor)
+
+
+def _prediction_half_width(sd: float, n: int, df: int, floor: float) -> float:
+    """t(0.975, df) * sd * sqrt(1 + 1/n), at least `floor`, rounded up to 4 decimals (t beyond the table: df 30's)."""
+    half = T_975[min(df, len(T_975)) - 1] * sd * math.sqrt(1 + 1 / n)
+    return math.ceil(max(half, floor) * 1e4 - 1e-6) / 1e4
 
 
 def pooled_log_tolerance(series: dict[str, list[float]], floor: float) -> dict[str, tuple[float, float]]:
@@ -89,12 +94,8 @@ def pooled_log_tolerance(series: dict[str, list[float]], floor: float) -> dict[s
     squares = sum(sum((x - sum(v) / len(v)) ** 2 for x in v) for v in logs.values())
     df = sum(len(v) - 1 for v in logs.values())
     s_pooled = math.sqrt(squares / df)
-    t = T_975[min(df, len(T_975)) - 1]
-    result = {}
-    for key, v in logs.items():
-        half = t * s_pooled * math.sqrt(1 + 1 / len(v))
-        result[key] = (round(math.exp(sum(v) / len(v)), 4), math.ceil(max(half, floor) * 1e4 - 1e-6) / 1e4)
-    return result
+    return {key: (round(math.exp(sum(v) / len(v)), 4), _prediction_half_width(s_pooled, len(v), df, floor))
+            for key, v in logs.items()}
 
 
 def within_tolerance(entry: dict[str, Any], measured: float) -> bool:
