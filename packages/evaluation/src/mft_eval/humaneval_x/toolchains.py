@@ -132,6 +132,8 @@ def cpp() -> Toolchain:
         tc.ro_binds.append(str(pch_dir))
     if not Path("/usr/include/openssl/md5.h").is_file():
         tc.notes.append("libssl-dev is missing: CPP/162 (openssl/md5.h) cannot compile")
+    if not Path("/usr/include/boost/any.hpp").is_file():
+        tc.notes.append("libboost-dev is missing: CPP/22 and CPP/137 (boost/any.hpp) cannot compile")
     return tc
 
 
