@@ -205,7 +205,7 @@ def _train(cfg: TrainConfig, env: DistEnv, *, plan: StartPlan, progress: bool, s
         if done % cfg.logging.log_every == 0 or done == last_stop or report.validated or report.should_stop:
             logger.log(done, metrics)
         bar.update(done, loss=result.loss, lr=lr, tokens_per_s=metrics["tokens_per_s"],
-                   tasks=_train_detail(tasks, report.metrics),
+                   tasks=_train_detail(tasks, report.metrics, ctl.weights_act),
                    valid=_valid_detail(tasks, report.metrics) if report.validated else "",
                    force=done == last_stop or report.should_stop)
 
@@ -277,11 +277,13 @@ def _last_valid(ctl: BalancingController) -> list[float]:
     return [float(named[t]) for t in ctl.task_names]
 
 
-def _train_detail(tasks: list[str], m: dict[str, float]) -> str:
+def _train_detail(tasks: list[str], m: dict[str, float], weights_act: bool = True) -> str:
+    """Per task: the step's train loss and its weight (``w``), or its share of the loss (``s``) where no weights act."""
+    key, letter = ("weight", "w") if weights_act else ("share", "s")
     parts = []
     for t in tasks:
         loss = m.get(f"train_loss/{t}")
-        parts.append(f"{t} {'-' if loss is None else f'{loss:.3f}'} w{m.get(f'weight/{t}', float('nan')):.2f}")
+        parts.append(f"{t} {'-' if loss is None else f'{loss:.3f}'} {letter}{m.get(f'{key}/{t}', float('nan')):.2f}")
     return " | ".join(parts)
 
 

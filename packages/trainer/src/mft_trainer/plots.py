@@ -55,10 +55,17 @@ def plot_task_curves(
     *,
     title: str,
     ylabel: str,
+    smooth_window: int = 1,
 ) -> Path:
-    """Plot ``record[key][task]`` over ``record['step']`` for every task, from a list of logged records."""
+    """Plot ``record[key][task]`` over ``record['step']`` for every task, from a list of logged records
+    (a record without ``key`` is a gap), each series a trailing mean over ``smooth_window`` points."""
     steps = [int(r["step"]) for r in records]
-    series = {name: [float(r[key].get(name, math.nan)) for r in records] for name in task_names}  # type: ignore[union-attr]
+    series = {
+        name: smooth([float(r.get(key, {}).get(name, math.nan)) for r in records], smooth_window)  # type: ignore[union-attr]
+        for name in task_names
+    }
+    if smooth_window > 1:
+        ylabel = f"{ylabel} (mean of {smooth_window} steps)"
     return plot_series(steps, series, path, title=title, ylabel=ylabel)
 
 
@@ -89,9 +96,11 @@ def plot_training_curves(
     path: Path,
     *,
     title: str,
+    weights_act: bool = True,
 ) -> Path:
     """Three panels over optimizer steps, one colour per task: train loss (raw faint, trailing mean solid),
-    validation loss where it was measured, and the task weights in force at each step."""
+    validation loss where it was measured, and the task weights in force at each step, or, where no task weights
+    act (``weights_act`` false: `token` and `sample` mode), each task's share of the step's loss (trailing mean)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = [int(r["step"]) for r in train_records]  # type: ignore[call-overload]
@@ -111,16 +120,22 @@ def plot_training_curves(
                       if not math.isnan(float(r["valid"].get(name, math.nan)))]  # type: ignore[union-attr]
             if points:
                 ax_valid.plot(*zip(*points, strict=True), color=colour, marker="o", markersize=3, label=name)
-            weights = [float(r["weights"].get(name, math.nan)) for r in train_records]  # type: ignore[union-attr]
+            if weights_act:
+                weights = [float(r["weights"].get(name, math.nan)) for r in train_records]  # type: ignore[union-attr]
+            else:  # records from a checkpoint written before shares were logged have none: a gap
+                weights = smooth([float(r.get("share", {}).get(name, math.nan))  # type: ignore[union-attr]
+                                  for r in train_records], window)
             ax_weight.plot(steps, weights, color=colour, label=name)
         ax_train.set_ylabel(f"train loss (mean of {window} steps)")
         ax_valid.set_ylabel("validation loss")
-        ax_weight.set_ylabel("task weight")
+        ax_weight.set_ylabel("task weight" if weights_act else f"share of the loss (mean of {window} steps)")
         ax_weight.set_ylim(bottom=0)  # weights are shares: from 0, so constant ones read as constant, not as noise
         ax_weight.set_xlabel("optimizer step")
         for ax in (ax_train, ax_valid):
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+            plain = matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)  # a range inside one decade is labelled by its minor ticks
         for ax in (ax_train, ax_valid, ax_weight):
             ax.grid(True, alpha=0.3)
         ax_train.legend(fontsize="small", ncol=2)

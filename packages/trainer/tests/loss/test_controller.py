@@ -128,6 +128,27 @@ def test_early_stopping_plots_and_summary(tmp_path):
     assert ctl.summary_table().row_count == 3
 
 
+def test_token_mode_logs_each_tasks_share_of_the_loss(tmp_path):
+    """In token mode no task weights act: the log and plots show each task's token share of the step instead."""
+    model, opt, ctl = build(LossConfig.model_validate({"mode": "token"}))
+    assert not ctl.weights_act
+    reports: list = []
+    for step in range(1, 7):
+        before = ctl.tokens_seen.clone()
+        train_steps(ctl, model, opt, [step], reports)
+        tokens = (ctl.tokens_seen - before).double()  # this step's supervised tokens per task
+        shares = [reports[-1].metrics[f"share/{t}"] for t in TASKS]
+        assert shares == pytest.approx((tokens / tokens.sum()).tolist())
+        assert ctl.train_records[-1]["share"] == dict(zip(TASKS, shares, strict=True))
+        assert len({round(v, 6) for v in shares}) > 1  # the tasks' token counts differ: not the uniform 1/3
+    ctl.on_train_end(reports[-1].step, tmp_path)
+    for name in ("task_weights.png", "training_curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    _, _, task_ctl = build(LossConfig.model_validate({"mode": "task"}))
+    assert task_ctl.weights_act
+
+
 def test_loss_config_validation_names_the_key():
     with pytest.raises(ValidationError, match="loss.alpha / loss.gamma"):
         LossConfig.model_validate({"mode": "task", "gamma": 2.0})

@@ -147,6 +147,11 @@ class BalancingController:
             w = w * self.balancer.weights
         return w / w.sum() if w.sum() > 0 else w
 
+    @property
+    def weights_act(self) -> bool:
+        """Whether task weights enter the loss (the task modes); in `token` and `sample` mode they do not."""
+        return self.step_loss.mode in TASK_MODES
+
     def _apply_weights(self) -> None:
         if self.step_loss.mode in TASK_MODES:
             self.step_loss.set_task_weights(self.task_weights)
@@ -196,10 +201,15 @@ class BalancingController:
                 m[f"train_loss/{name}"] = value
         for name, w in self._named(self.task_weights).items():
             m[f"weight/{name}"] = w
+        # The share of the step's loss each task carried: the applied weights in the task modes, each task's
+        # token (sample) share in `token` (`sample`) mode, where the task weights above do not act.
+        for name, share in self._named(result.task_weights).items():
+            m[f"share/{name}"] = share
         self.train_records.append({
             "step": step,
             "train": {n: m[f"train_loss/{n}"] for n in self.task_names if f"train_loss/{n}" in m},
             "weights": {n: m[f"weight/{n}"] for n in self.task_names},
+            "share": {n: m[f"share/{n}"] for n in self.task_names},
         })
         if len(self.train_records) > MAX_TRAIN_RECORDS:
             self.train_records = self.train_records[::2]
@@ -265,10 +275,11 @@ class BalancingController:
                     self.task_names,
                     output_dir / "training_curves.png",
                     title=f"Per task, loss mode {self.mode}",
+                    weights_act=self.weights_act,
                 )
             )
         weights = self.train_records or self.weight_records  # every step when there are steps
-        if weights:
+        if weights and self.weights_act:
             paths.append(
                 plot_task_curves(
                     weights,
@@ -277,6 +288,18 @@ class BalancingController:
                     output_dir / "task_weights.png",
                     title=f"Task weights ({self.mode})",
                     ylabel="weight",
+                )
+            )
+        elif self.train_records:
+            paths.append(
+                plot_task_curves(
+                    self.train_records,
+                    self.task_names,
+                    "share",
+                    output_dir / "task_weights.png",
+                    title=f"Each task's share of the loss ({self.mode} mode: no task weights act)",
+                    ylabel="share of the step's loss",
+                    smooth_window=max(1, len(self.train_records) // 40),
                 )
             )
         return paths
