@@ -6,7 +6,8 @@ the MFT arms), one per (seed, task) in `train-single` (SFT-single), and scores t
 records for the training time) and writes, under its output folder::
 
     results.json   {"arms": {arm: {task: {"pass@1": [per seed], "valid_loss": [per seed]}}},
-                    "seeds": [...], "steps": N, "train_seconds": {arm: [per seed]}, "unseen": [tasks], ...}
+                    "seeds": [...], "steps": N, "single_steps": {task: n}, "train_seconds": {arm: [per seed]},
+                    "unseen": [tasks], ...}
     results.md     one row per arm: mean ± standard deviation over seeds of each task's pass@1 and validation loss
     <task>.png     per task, the arms side by side: mean with a bar of ± one standard deviation, each seed a dot
 
@@ -47,6 +48,7 @@ def gather(pipeline: Pipeline) -> dict[str, Any]:
     }
     seconds: dict[str, list[float | None]] = {arm: [None] * len(seeds) for arm in arms}
     steps = None
+    single_steps: dict[str, int] = {}
     for stage in pipeline.stages:
         if stage.cell is None:
             continue
@@ -54,7 +56,10 @@ def gather(pipeline: Pipeline) -> dict[str, Any]:
         where = seeds.index(cell["seed"])
         output = pipeline.workdir / stage.name
         if stage.base in ("train", "train-single"):
-            steps = stage.config.get("max_steps", steps)
+            if stage.base == "train":
+                steps = stage.config.get("max_steps", steps)
+            else:
+                single_steps[str(cell["task"])] = stage.config.get("max_steps")
             info = _read_json(output / "final" / "mft_train.json")
             record = read_record(pipeline.workdir, stage.name)
             arm = cell.get("arm", SINGLE)
@@ -72,6 +77,7 @@ def gather(pipeline: Pipeline) -> dict[str, Any]:
         "arms": table,
         "seeds": [int(s) if s.lstrip("-").isdigit() else s for s in seeds],
         "steps": steps,
+        "single_steps": single_steps,
         "train_seconds": seconds,
         "tasks": tasks,
         "scored": scored,
@@ -106,10 +112,11 @@ def markdown(results: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in results["seeds"])
     unseen = ", ".join(results["unseen"]) or "none"
     lines.append("")
+    single = ", ".join(f"{task} {n}" for task, n in results.get("single_steps", {}).items())
     lines.append(
-        f"Mean ± sample standard deviation over seeds {seeds}; {results['steps']} optimizer steps per model; "
-        f"unseen task (no arm trains on it): {unseen}; train s: training seconds per arm and seed (SFT-single: "
-        f"its {len(results['tasks'])} models together)."
+        f"Mean ± sample standard deviation over seeds {seeds}; {results['steps']} optimizer steps per arm "
+        f"(SFT-single's models: {single or 'none'}); unseen task (no arm trains on it): {unseen}; train s: training "
+        f"seconds per arm and seed (SFT-single: its {len(results['tasks'])} models together)."
     )
     return "\n".join(lines) + "\n"
 
@@ -120,6 +127,7 @@ def plot(results: dict[str, Any], task: str, metric: str, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     arms = list(results["arms"])
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
@@ -134,6 +142,11 @@ def plot(results: dict[str, Any], task: str, metric: str, path: Path) -> Path:
             ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
         ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
         ax.set_ylabel(metric)
+        if metric == "valid_loss":  # losses of arms that learned and of one that diverged differ by decades
+            ax.set_yscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         unseen = " (unseen task)" if task in results["unseen"] else ""
         ax.set_title(f"{task}{unseen}: {metric}, mean ± sd over seeds {results['seeds']}, dots = seeds")
         ax.grid(True, axis="y", alpha=0.3)
