@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml packages/cli/pyproject.toml packages/dataprep/pyproject
 
 # Debian packages the tests need: bubblewrap (mft-eval's sandbox confines programs with it; without it the sandbox
 # runs unconfined and says so, and the tests fail under CI=true), and HumanEval-X's toolchains and offline
-# dependencies: g++, libssl-dev (CPP/162) and libboost-dev (CPP/22 and CPP/137 include boost/any.hpp), a JDK, node, Go with testify, cargo and the Rust crates rand, regex
-# (with aho-corasick and memchr, its default features) and md5 as Debian ships their sources. Each entry of
+# dependencies: g++, libssl-dev (CPP/162) and libboost-dev (CPP/22 and CPP/137 include boost/any.hpp), a JDK,
+# node, Go with testify, cargo and the Rust crates rand, regex (with aho-corasick and memchr, its default features)
+# and md5 as Debian ships their sources. Each entry of
 # SYSTEM_CHECKS is what a package provides (a command, or a path); apt-get runs, as root, only for those missing.
 SYSTEM_PACKAGES := bubblewrap g++ libssl-dev libboost-dev default-jdk-headless nodejs golang-go \
 	golang-github-stretchr-testify-dev cargo librust-rand-dev librust-regex-dev librust-aho-corasick-dev \

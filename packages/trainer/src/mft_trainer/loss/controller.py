@@ -278,29 +278,17 @@ class BalancingController:
                     weights_act=self.weights_act,
                 )
             )
-        weights = self.train_records or self.weight_records  # every step when there are steps
-        if weights and self.weights_act:
+        if self.weights_act:  # every step when there are steps
+            records, key, window = self.train_records or self.weight_records, "weights", 1
+            title, ylabel = f"Task weights ({self.mode})", "weight"
+        else:
+            records, key, window = self.train_records, "share", max(1, len(self.train_records) // 40)
+            title = f"Each task's share of the loss ({self.mode} mode: no task weights act)"
+            ylabel = "share of the step's loss"
+        if records:
             paths.append(
-                plot_task_curves(
-                    weights,
-                    self.task_names,
-                    "weights",
-                    output_dir / "task_weights.png",
-                    title=f"Task weights ({self.mode})",
-                    ylabel="weight",
-                )
-            )
-        elif self.train_records:
-            paths.append(
-                plot_task_curves(
-                    self.train_records,
-                    self.task_names,
-                    "share",
-                    output_dir / "task_weights.png",
-                    title=f"Each task's share of the loss ({self.mode} mode: no task weights act)",
-                    ylabel="share of the step's loss",
-                    smooth_window=max(1, len(self.train_records) // 40),
-                )
+                plot_task_curves(records, self.task_names, key, output_dir / "task_weights.png", title=title,
+                                 ylabel=ylabel, smooth_window=window)
             )
         return paths
 
